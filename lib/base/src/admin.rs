@@ -238,10 +238,9 @@ async fn debug_failpoints() -> impl IntoResponse {
 
 /// The admin router: gRPC FaultService + HTTP endpoints on one port.
 pub fn router(state: AdminState) -> Router {
-    let grpc = tonic::service::Routes::new(FaultServiceServer::new(FaultSvc::new(
-        state.clock.clone(),
-    )))
-    .into_axum_router();
+    let grpc =
+        tonic::service::Routes::new(FaultServiceServer::new(FaultSvc::new(state.clock.clone())))
+            .into_axum_router();
     let http = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
@@ -250,7 +249,21 @@ pub fn router(state: AdminState) -> Router {
         .route("/debug/tasks", get(debug_tasks))
         .route("/debug/failpoints", get(debug_failpoints))
         .with_state(state);
-    grpc.merge(http)
+    grpc.merge(http).fallback(not_found)
+}
+
+/// gRPC callers get `Unimplemented`; HTTP callers get a plain 404.
+async fn not_found(req: axum::extract::Request) -> axum::response::Response {
+    let is_grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if is_grpc {
+        Status::unimplemented(format!("no such method {}", req.uri().path())).into_http()
+    } else {
+        (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+    }
 }
 
 /// Serve the admin router on `listener` until `stop` is cancelled.

@@ -307,8 +307,7 @@ impl Clock {
                     start_cluster,
                 } => {
                     let cluster_from_start = t.0.saturating_sub(*start_cluster);
-                    let real_deadline =
-                        *start_mono + cluster_from_start.div_f64(this.inner.scale);
+                    let real_deadline = *start_mono + cluster_from_start.div_f64(this.inner.scale);
                     tokio::time::sleep_until(real_deadline).await;
                 }
                 Source::Manual(tx) => {
@@ -476,7 +475,10 @@ mod tests {
     async fn manual_timeout_elapses_only_when_advanced() {
         let (clock, ctl) = Clock::manual(0);
         let c = clock.clone();
-        let fut = async move { c.timeout(Duration::from_secs(5), std::future::pending::<()>()).await };
+        let fut = async move {
+            c.timeout(Duration::from_secs(5), std::future::pending::<()>())
+                .await
+        };
         #[allow(clippy::disallowed_methods)]
         let jh = tokio::spawn(fut);
         tokio::task::yield_now().await;
@@ -505,7 +507,11 @@ mod tests {
         // Two processes start 5 real seconds apart with the same epoch and
         // scale: they compute the same cluster time from then on.
         let epoch = 1_700_000_000_000;
-        let cfg = ClockConfig { time_scale: 60.0, epoch_unix_ms: epoch, offset_ms: 0 };
+        let cfg = ClockConfig {
+            time_scale: 60.0,
+            epoch_unix_ms: epoch,
+            offset_ms: 0,
+        };
         let host_now = epoch + 3_600_000; // an hour after the epoch
         let a = Clock::new_at(cfg, host_now);
         tokio::time::advance(Duration::from_secs(5)).await;
@@ -524,6 +530,10 @@ mod tests {
         assert_eq!(parse_signed_duration_ms("-5m"), Ok(-300_000));
         assert_eq!(parse_signed_duration_ms("+1h30m"), Ok(5_400_000));
         assert_eq!(parse_signed_duration_ms("0"), Ok(0));
-        assert!(parse_signed_duration_ms("soon").unwrap_err().contains("invalid duration"));
+        assert!(
+            parse_signed_duration_ms("soon")
+                .unwrap_err()
+                .contains("invalid duration")
+        );
     }
 }

@@ -15,7 +15,10 @@ pub fn process_clock() -> Clock {
     if let Some(c) = PROCESS_CLOCK.read().as_ref() {
         return c.clone();
     }
-    PROCESS_CLOCK.write().get_or_insert_with(Clock::real).clone()
+    PROCESS_CLOCK
+        .write()
+        .get_or_insert_with(Clock::real)
+        .clone()
 }
 
 /// Make `clock` the process clock.

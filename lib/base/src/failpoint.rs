@@ -122,14 +122,14 @@ impl Spec {
             s = rest;
         }
         let mut remaining = None;
-        if let Some((n, rest)) = s.split_once('*') {
-            if let Ok(n) = n.trim().parse::<u64>() {
-                if n == 0 {
-                    return Err(err("count before '*' must be at least 1"));
-                }
-                remaining = Some(n);
-                s = rest;
+        if let Some((n, rest)) = s.split_once('*')
+            && let Ok(n) = n.trim().parse::<u64>()
+        {
+            if n == 0 {
+                return Err(err("count before '*' must be at least 1"));
             }
+            remaining = Some(n);
+            s = rest;
         }
         let s = s.trim();
         let action = if s == "off" {
@@ -285,7 +285,12 @@ pub fn list() -> Vec<Status> {
     for site in inventory::iter::<Site> {
         register(site.name);
     }
-    REGISTRY.points.read().values().map(|fp| fp.status()).collect()
+    REGISTRY
+        .points
+        .read()
+        .values()
+        .map(|fp| fp.status())
+        .collect()
 }
 
 /// Apply `a=spec;b=spec` (the `ACKEMU_FAILPOINTS` / `--failpoints` syntax).
@@ -361,10 +366,10 @@ impl Failpoint {
             // An exhausted `n*hang` stays configured only to hold its parked callers.
             return Decision::Pass;
         }
-        if let Some(p) = cfg.spec.probability {
-            if cfg.rng.random::<f64>() >= p {
-                return Decision::Pass;
-            }
+        if let Some(p) = cfg.spec.probability
+            && cfg.rng.random::<f64>() >= p
+        {
+            return Decision::Pass;
         }
         let action = cfg.spec.action.clone();
         if let Some(n) = cfg.spec.remaining.as_mut() {
@@ -402,8 +407,11 @@ impl Failpoint {
             Decision::Fire(Action::Delay(d)) => {
                 self.parked.fetch_add(1, Ordering::Relaxed);
                 let clock = crate::clock_global::process_clock();
-                crate::tasks::wait_on(format!("failpoint {} (delay {d:?})", self.name), clock.sleep(d))
-                    .await;
+                crate::tasks::wait_on(
+                    format!("failpoint {} (delay {d:?})", self.name),
+                    clock.sleep(d),
+                )
+                .await;
                 self.parked.fetch_sub(1, Ordering::Relaxed);
                 Ok(())
             }
@@ -503,14 +511,33 @@ mod tests {
         assert_eq!(s.probability, Some(0.25));
         assert_eq!(s.remaining, Some(3));
         assert_eq!(s.action, Action::Return("eio".into()));
-        assert_eq!(Spec::parse("delay(100ms)").unwrap().action, Action::Delay(Duration::from_millis(100)));
-        assert_eq!(Spec::parse("delay(250)").unwrap().action, Action::Delay(Duration::from_millis(250)));
+        assert_eq!(
+            Spec::parse("delay(100ms)").unwrap().action,
+            Action::Delay(Duration::from_millis(100))
+        );
+        assert_eq!(
+            Spec::parse("delay(250)").unwrap().action,
+            Action::Delay(Duration::from_millis(250))
+        );
         assert_eq!(Spec::parse("hang").unwrap().action, Action::Hang);
-        assert_eq!(Spec::parse("panic").unwrap().action, Action::Panic("injected panic".into()));
+        assert_eq!(
+            Spec::parse("panic").unwrap().action,
+            Action::Panic("injected panic".into())
+        );
         assert_eq!(Spec::parse("off").unwrap().action, Action::Off);
-        for bad in ["explode", "150%return", "0*return", "delay", "delay(soon)", "x%return"] {
+        for bad in [
+            "explode",
+            "150%return",
+            "0*return",
+            "delay",
+            "delay(soon)",
+            "x%return",
+        ] {
             let e = Spec::parse(bad).unwrap_err();
-            assert!(e.to_string().starts_with("invalid failpoint spec"), "{bad}: {e}");
+            assert!(
+                e.to_string().starts_with("invalid failpoint spec"),
+                "{bad}: {e}"
+            );
         }
     }
 
@@ -518,11 +545,21 @@ mod tests {
     fn configure_from_str_is_all_or_nothing() {
         let e = configure_from_str("unit/cfg/a=return;unit/cfg/b=bogus").unwrap_err();
         assert_eq!(e.spec, "bogus");
-        assert!(list().iter().all(|s| s.name != "unit/cfg/a" || s.action == "off"));
+        assert!(
+            list()
+                .iter()
+                .all(|s| s.name != "unit/cfg/a" || s.action == "off")
+        );
         configure_from_str("unit/cfg/a=return(x); unit/cfg/b=2*delay(1ms)").unwrap();
         let l = list();
-        assert!(l.iter().any(|s| s.name == "unit/cfg/a" && s.action == "return(x)"));
-        assert!(l.iter().any(|s| s.name == "unit/cfg/b" && s.action == "2*delay(1ms)"));
+        assert!(
+            l.iter()
+                .any(|s| s.name == "unit/cfg/a" && s.action == "return(x)")
+        );
+        assert!(
+            l.iter()
+                .any(|s| s.name == "unit/cfg/b" && s.action == "2*delay(1ms)")
+        );
         clear("unit/cfg/a");
         clear("unit/cfg/b");
     }

@@ -277,12 +277,11 @@ impl Ca {
         validity: Duration,
         clock: &Clock,
     ) -> Result<String, PkiError> {
-        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
-            PkiError::Pem {
+        let mut csr =
+            CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| PkiError::Pem {
                 what: "certificate signing request",
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         apply_usage(&mut csr.params, usage);
         csr.params.is_ca = IsCa::NoCa;
         apply_validity(&mut csr.params, clock, validity);
@@ -308,10 +307,7 @@ pub fn make_csr(cn: &str, orgs: &[&str]) -> Result<(String, String), PkiError> {
     dn.push(DnType::CommonName, cn);
     params.distinguished_name = dn;
     let csr = params.serialize_request(&key)?;
-    Ok((
-        csr.pem().map_err(PkiError::Generate)?,
-        key.serialize_pem(),
-    ))
+    Ok((csr.pem().map_err(PkiError::Generate)?, key.serialize_pem()))
 }
 
 /// Subject identity of a certificate: CN and O values.
@@ -455,11 +451,9 @@ pub fn server_tls_config(
     alpn: &[&[u8]],
 ) -> Result<ServerConfig, PkiError> {
     let provider = provider();
-    let builder = ServerConfig::builder_with_details(
-        provider.clone(),
-        Arc::new(ClusterTime(clock.clone())),
-    )
-    .with_safe_default_protocol_versions()?;
+    let builder =
+        ServerConfig::builder_with_details(provider.clone(), Arc::new(ClusterTime(clock.clone())))
+            .with_safe_default_protocol_versions()?;
     let builder = match (client_auth, client_ca_pem) {
         (ClientAuth::None, _) | (_, None) => builder.with_no_client_auth(),
         (mode, Some(ca)) => {
@@ -486,12 +480,10 @@ pub fn client_tls_config(
     clock: &Clock,
     alpn: &[&[u8]],
 ) -> Result<ClientConfig, PkiError> {
-    let builder = ClientConfig::builder_with_details(
-        provider(),
-        Arc::new(ClusterTime(clock.clone())),
-    )
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots_from_pem(ca_pem)?);
+    let builder =
+        ClientConfig::builder_with_details(provider(), Arc::new(ClusterTime(clock.clone())))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots_from_pem(ca_pem)?);
     let mut cfg = match client {
         Some((c, k)) => builder.with_client_auth_cert(certs_from_pem(c)?, key_from_pem(k)?)?,
         None => builder.with_no_client_auth(),
@@ -544,21 +536,22 @@ pub mod grpc {
             reason: e.to_string(),
         })?;
         let connector = TlsConnector::from(Arc::new(config));
-        let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
-            PkiError::Pem {
+        let endpoint =
+            Endpoint::from_shared(format!("http://{addr}")).map_err(|e| PkiError::Pem {
                 what: "endpoint",
                 reason: e.to_string(),
-            }
-        })?;
-        Ok(endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-            let connector = connector.clone();
-            let name = name.clone();
-            async move {
-                let tcp = TcpStream::connect(addr).await?;
-                let tls = connector.connect(name, tcp).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
-            }
-        })))
+            })?;
+        Ok(
+            endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                let connector = connector.clone();
+                let name = name.clone();
+                async move {
+                    let tcp = TcpStream::connect(addr).await?;
+                    let tls = connector.connect(name, tcp).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(tls))
+                }
+            })),
+        )
     }
 }
 
@@ -662,7 +655,10 @@ pub mod kubeconfig {
                 name: spec.user_name.clone(),
                 inner: UserE {
                     user: UserBody {
-                        client_certificate_data: spec.client_cert.as_ref().map(|c| b64(&c.cert_pem)),
+                        client_certificate_data: spec
+                            .client_cert
+                            .as_ref()
+                            .map(|c| b64(&c.cert_pem)),
                         client_key_data: spec.client_cert.as_ref().map(|c| b64(&c.key_pem)),
                         token: spec.token.clone(),
                     },
@@ -705,7 +701,10 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(
-            ca.issue(&CertSpec::client("x", &["a", "b"], Duration::from_secs(1)), &clock),
+            ca.issue(
+                &CertSpec::client("x", &["a", "b"], Duration::from_secs(1)),
+                &clock
+            ),
             Err(PkiError::Unsupported(_))
         ));
         let der = certs_from_pem(&c.cert_pem).unwrap().remove(0);

@@ -120,10 +120,9 @@ pub fn dump() -> Vec<TaskInfo> {
             name: e.name.clone(),
             kind: e.kind.as_str(),
             waiting_on: e.waiting.as_ref().map(|(w, _)| w.clone()),
-            waiting: e
-                .waiting
-                .as_ref()
-                .map_or(Duration::ZERO, |(_, since)| now.saturating_duration_since(*since)),
+            waiting: e.waiting.as_ref().map_or(Duration::ZERO, |(_, since)| {
+                now.saturating_duration_since(*since)
+            }),
             age: now.saturating_duration_since(e.started),
         })
         .collect();
@@ -393,19 +392,29 @@ mod tests {
         });
         started_rx.await.unwrap();
         let rows = dump();
-        let row = rows.iter().find(|r| r.name == "unit/dump-test").expect("listed");
+        let row = rows
+            .iter()
+            .find(|r| r.name == "unit/dump-test")
+            .expect("listed");
         assert_eq!(row.kind, "task");
         assert_eq!(row.waiting_on.as_deref(), Some("the test's oneshot"));
         assert!(render_dump().contains("unit/dump-test"));
         tx.send(()).unwrap();
         h.await.unwrap();
-        assert!(!dump().iter().any(|r| r.name == "unit/dump-test"), "deregistered on exit");
+        assert!(
+            !dump().iter().any(|r| r.name == "unit/dump-test"),
+            "deregistered on exit"
+        );
     }
 
     #[tokio::test]
     async fn standalone_waiter_gets_its_own_row() {
         let g = waiter("unit/standalone lock");
-        assert!(dump().iter().any(|r| r.kind == "waiter" && r.name == "unit/standalone lock"));
+        assert!(
+            dump()
+                .iter()
+                .any(|r| r.kind == "waiter" && r.name == "unit/standalone lock")
+        );
         drop(g);
         assert!(!dump().iter().any(|r| r.name == "unit/standalone lock"));
     }
@@ -420,7 +429,9 @@ mod tests {
             done_tx.send(()).ok();
         });
         tasks.shutdown().await;
-        done_rx.await.expect("task saw cancellation before shutdown returned");
+        done_rx
+            .await
+            .expect("task saw cancellation before shutdown returned");
         assert!(tasks.is_empty());
     }
 

@@ -1,0 +1,3 @@
+//! Integration tests of lib/base's public API.
+
+mod failpoints;
