@@ -2,7 +2,8 @@
 //!
 //! Subcommands exist only once they work. Today: `ackemu chaos` (failpoints,
 //! clock offset and task dumps of any running ackemu process, through its
-//! admin port's `FaultService`).
+//! admin port's `FaultService`) and `ackemu cloud` (the fake cloud's
+//! OpenAPI, aliyun-CLI style).
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Inject faults into running processes: failpoints, clock offsets, task dumps.
     Chaos(chaos::ChaosArgs),
+    /// Call the fake cloud like the aliyun CLI: `ackemu cloud vpc DescribeVpcs --RegionId cn-hangzhou`.
+    Cloud(ackemu_cloudsim::cli::Args),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -30,6 +33,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Chaos(args) => chaos::run(args).await,
+        Command::Cloud(args) => ackemu_cloudsim::cli::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

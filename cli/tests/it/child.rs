@@ -14,6 +14,9 @@ pub const ENV: &str = "ACKEMU_IT_CHILD";
 pub const PKI_DIR_ENV: &str = "ACKEMU_IT_PKI_DIR";
 
 pub fn main() {
+    if std::env::var(ENV).as_deref() == Ok("cloudsim") {
+        return cloudsim_main();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -75,4 +78,59 @@ async fn serve_tls(env: &Env, dir: &str) -> String {
         }
     });
     addr.to_string()
+}
+
+/// Child mode `cloudsim`: the real cloud (in this process) with an admin
+/// port, data in `ACKEMU_IT_DATA_DIR`. Prints `admin`, `tls none`, then
+/// `cloud <grpc addr>` once it listens.
+fn cloudsim_main() {
+    use clap::Parser as _;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir = std::env::var("ACKEMU_IT_DATA_DIR").expect("ACKEMU_IT_DATA_DIR");
+        let listen_file = format!("{dir}/listen.json");
+        let config = ackemu_cloudsim::Config::parse_from([
+            "ackemu-cloudsim",
+            "--data-dir",
+            &format!("{dir}/data"),
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--metadata-listen",
+            "127.0.0.1:0",
+            "--registry-listen",
+            "127.0.0.1:0",
+            "--admin-profile-file",
+            &format!("{dir}/profile.json"),
+            "--listen-file",
+            &listen_file,
+            "--admin-listen",
+            "127.0.0.1:0",
+        ]);
+        let env = Env::init("cloudsim", &config.common).await.expect("env");
+        println!("admin {}", env.admin_addr.expect("admin addr"));
+        println!("tls none");
+        let run_env = env.clone();
+        env.tasks.spawn("it-child/cloudsim", async move {
+            if let Err(e) = ackemu_cloudsim::run(config, run_env).await {
+                eprintln!("cloudsim: {e:#}");
+                std::process::exit(1);
+            }
+        });
+        let clock = ackemu_base::clock::Clock::real();
+        let grpc = loop {
+            if let Ok(text) = std::fs::read_to_string(&listen_file)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                && let Some(g) = v["grpc"].as_str()
+            {
+                break g.to_string();
+            }
+            clock.sleep(std::time::Duration::from_millis(10)).await;
+        };
+        println!("cloud {grpc}");
+        env.tasks.cancelled().await;
+    });
 }

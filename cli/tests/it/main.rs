@@ -7,6 +7,7 @@
 
 mod architecture;
 mod chaos;
+mod cloud;
 mod child;
 mod kubeconfig;
 mod util;
@@ -36,6 +37,9 @@ fn main() {
         ),
         Trial::test("chaos::bad_input_gets_clear_errors", || {
             util::run(chaos::bad_input_gets_clear_errors())
+        }),
+        Trial::test("cloud::failpoint_on_a_cloud_action_through_ackemu_cloud", || {
+            util::run(cloud::failpoint_on_a_cloud_action_through_ackemu_cloud())
         }),
         Trial::test("kubeconfig::real_kubectl_reads_our_kubeconfig", || {
             util::run(kubeconfig::real_kubectl_reads_our_kubeconfig())
