@@ -20,12 +20,19 @@ pub async fn main(args: &[String]) -> Result<ExitCode, String> {
     let listen = match args {
         [] => "0.0.0.0:2580".to_string(),
         [flag, addr] if flag == "--listen" => addr.clone(),
-        other => return Err(format!("unexpected arguments {other:?}: usage: app [--listen ADDR]")),
+        other => {
+            return Err(format!(
+                "unexpected arguments {other:?}: usage: app [--listen ADDR]"
+            ));
+        }
     };
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| format!("listen tcp {listen}: {e}"))?;
-    eprintln!("app listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+    eprintln!(
+        "app listening on {}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
     axum::serve(listener, router())
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -16,7 +16,9 @@ pub mod toolbox;
 use std::process::ExitCode;
 
 /// Programs this binary can run.
-pub const PROGRAMS: &[&str] = &["pause", "app", "dns", "nslookup", "wget", "ping", "telnet", "sleep"];
+pub const PROGRAMS: &[&str] = &[
+    "pause", "app", "dns", "nslookup", "wget", "ping", "telnet", "sleep",
+];
 
 /// Run `program` with `args`; what a container's entrypoint would do.
 pub async fn run(program: &str, args: &[String]) -> ExitCode {
@@ -74,7 +76,9 @@ async fn dns_main(args: &[String]) -> Result<ExitCode, String> {
         }
         None => return Err("a zone source is required: --static-zone FILE".into()),
     };
-    let addr = listen.parse().map_err(|e| format!("--listen {listen:?}: {e}"))?;
+    let addr = listen
+        .parse()
+        .map_err(|e| format!("--listen {listen:?}: {e}"))?;
     let tasks = Tasks::new(Clock::real());
     let bound = dns::server::serve(addr, dns::server::ZoneHandle::new(zone), cfg, &tasks)
         .await

@@ -10,18 +10,19 @@ async fn main() -> ExitCode {
         .first()
         .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
         .unwrap_or_default();
-    let program = if invoked != "ackemu-workload" && ackemu_workloads::PROGRAMS.contains(&invoked.as_str()) {
-        argv.remove(0);
-        invoked
-    } else if argv.len() >= 2 {
-        argv.remove(0);
-        argv.remove(0)
-    } else {
-        eprintln!(
-            "usage: ackemu-workload <program> [args…]\nprograms: {}",
-            ackemu_workloads::PROGRAMS.join(", ")
-        );
-        return ExitCode::from(2);
-    };
+    let program =
+        if invoked != "ackemu-workload" && ackemu_workloads::PROGRAMS.contains(&invoked.as_str()) {
+            argv.remove(0);
+            invoked
+        } else if argv.len() >= 2 {
+            argv.remove(0);
+            argv.remove(0)
+        } else {
+            eprintln!(
+                "usage: ackemu-workload <program> [args…]\nprograms: {}",
+                ackemu_workloads::PROGRAMS.join(", ")
+            );
+            return ExitCode::from(2);
+        };
     ackemu_workloads::run(&program, &argv).await
 }

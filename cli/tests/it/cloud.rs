@@ -21,7 +21,14 @@ pub async fn failpoint_on_a_cloud_action_through_ackemu_cloud() -> TestResult {
         ackemu(&full)
     };
 
-    let (ok, out, err) = call(&["vpc", "CreateVpc", "--RegionId", "cn-hangzhou", "--CidrBlock", "192.168.0.0/16"]);
+    let (ok, out, err) = call(&[
+        "vpc",
+        "CreateVpc",
+        "--RegionId",
+        "cn-hangzhou",
+        "--CidrBlock",
+        "192.168.0.0/16",
+    ]);
     if !ok {
         return Err(fail(format!("CreateVpc failed: {err}")));
     }
@@ -34,7 +41,15 @@ pub async fn failpoint_on_a_cloud_action_through_ackemu_cloud() -> TestResult {
     }
 
     // The cloud misbehaves on one action only.
-    ackemu_ok(&["chaos", "failpoint", "set", "--target", &child.admin, "cloud/vpc/DescribeVpcs", "return(Throttling.User)"])?;
+    ackemu_ok(&[
+        "chaos",
+        "failpoint",
+        "set",
+        "--target",
+        &child.admin,
+        "cloud/vpc/DescribeVpcs",
+        "return(Throttling.User)",
+    ])?;
     let (ok, _, err) = call(&["vpc", "DescribeVpcs", "--RegionId", "cn-hangzhou"]);
     if ok || !err.contains("Throttling.User") {
         return Err(fail(format!("expected Throttling.User, got ok={ok} {err}")));
@@ -43,7 +58,14 @@ pub async fn failpoint_on_a_cloud_action_through_ackemu_cloud() -> TestResult {
     if !ok {
         return Err(fail(format!("other actions must keep working: {err}")));
     }
-    ackemu_ok(&["chaos", "failpoint", "clear", "--target", &child.admin, "cloud/vpc/DescribeVpcs"])?;
+    ackemu_ok(&[
+        "chaos",
+        "failpoint",
+        "clear",
+        "--target",
+        &child.admin,
+        "cloud/vpc/DescribeVpcs",
+    ])?;
     let (ok, _, err) = call(&["vpc", "DescribeVpcs", "--RegionId", "cn-hangzhou"]);
     if !ok {
         return Err(fail(format!("DescribeVpcs after clear: {err}")));

@@ -7,8 +7,8 @@
 
 mod architecture;
 mod chaos;
-mod cloud;
 mod child;
+mod cloud;
 mod kubeconfig;
 mod util;
 
@@ -38,9 +38,10 @@ fn main() {
         Trial::test("chaos::bad_input_gets_clear_errors", || {
             util::run(chaos::bad_input_gets_clear_errors())
         }),
-        Trial::test("cloud::failpoint_on_a_cloud_action_through_ackemu_cloud", || {
-            util::run(cloud::failpoint_on_a_cloud_action_through_ackemu_cloud())
-        }),
+        Trial::test(
+            "cloud::failpoint_on_a_cloud_action_through_ackemu_cloud",
+            || util::run(cloud::failpoint_on_a_cloud_action_through_ackemu_cloud()),
+        ),
         Trial::test("kubeconfig::real_kubectl_reads_our_kubeconfig", || {
             util::run(kubeconfig::real_kubectl_reads_our_kubeconfig())
         }),

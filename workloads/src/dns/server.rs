@@ -68,9 +68,12 @@ fn to_record(owner: &Name, r: &Record) -> Option<HRecord> {
     let rdata = match r {
         Record::A(ip) => RData::A(A(*ip)),
         Record::Cname(t) => RData::CNAME(CNAME(Name::from_ascii(format!("{t}.")).ok()?)),
-        Record::Srv(port, t) => {
-            RData::SRV(SRV::new(0, 100, *port, Name::from_ascii(format!("{t}.")).ok()?))
-        }
+        Record::Srv(port, t) => RData::SRV(SRV::new(
+            0,
+            100,
+            *port,
+            Name::from_ascii(format!("{t}.")).ok()?,
+        )),
         Record::Ptr(t) => RData::PTR(PTR(Name::from_ascii(format!("{t}.")).ok()?)),
     };
     Some(HRecord::from_rdata(owner.clone(), TTL, rdata))
@@ -128,7 +131,10 @@ async fn forward(cfg: &Config, clock: &Clock, query: &[u8]) -> Option<Vec<u8>> {
             continue;
         }
         let mut buf = vec![0u8; 4096];
-        if let Ok(Ok((n, _))) = clock.timeout(cfg.upstream_timeout, sock.recv_from(&mut buf)).await {
+        if let Ok(Ok((n, _))) = clock
+            .timeout(cfg.upstream_timeout, sock.recv_from(&mut buf))
+            .await
+        {
             buf.truncate(n);
             return Some(buf);
         }
@@ -190,7 +196,9 @@ pub async fn serve(
                         return;
                     }
                     let out = handle(&zone.get(), &cfg, &clock, &q).await;
-                    let Ok(n) = u16::try_from(out.len()) else { return };
+                    let Ok(n) = u16::try_from(out.len()) else {
+                        return;
+                    };
                     if conn.write_all(&n.to_be_bytes()).await.is_err()
                         || conn.write_all(&out).await.is_err()
                     {

@@ -144,7 +144,9 @@ impl Zone {
             }
             if svc.headless {
                 for (ip, host) in &svc.endpoints {
-                    let label = host.clone().unwrap_or_else(|| ip.to_string().replace('.', "-"));
+                    let label = host
+                        .clone()
+                        .unwrap_or_else(|| ip.to_string().replace('.', "-"));
                     z.reverse
                         .entry(*ip)
                         .or_insert_with(|| format!("{label}.{name}.{ns}.svc.{}", z.domain));
@@ -331,11 +333,20 @@ mod tests {
             "cluster.local",
             &[
                 svc("kube-system", "kube-dns", "172.19.0.10", &[("dns", 53)]),
-                svc("istio-system", "istio-pilot", "172.19.3.4", &[("grpc", 15010)]),
+                svc(
+                    "istio-system",
+                    "istio-pilot",
+                    "172.19.3.4",
+                    &[("grpc", 15010)],
+                ),
                 svc("default", "db", "None", &[]),
             ],
             &[
-                eps("default", "db", &[("172.16.1.5", Some("db-0")), ("172.16.2.7", None)]),
+                eps(
+                    "default",
+                    "db",
+                    &[("172.16.1.5", Some("db-0")), ("172.16.2.7", None)],
+                ),
                 eps("kube-system", "kube-dns", &[("172.16.0.3", None)]),
             ],
         )
@@ -346,30 +357,69 @@ mod tests {
         let z = zone();
         let a = |ip: &str| Record::A(ip.parse().unwrap());
         let cases: Vec<(&str, QType, Answer)> = vec![
-            ("kube-dns.kube-system.svc.cluster.local.", QType::A, Answer::Records(vec![a("172.19.0.10")])),
-            ("ISTIO-PILOT.istio-system.svc.cluster.local", QType::A, Answer::Records(vec![a("172.19.3.4")])),
-            ("db.default.svc.cluster.local", QType::A, Answer::Records(vec![a("172.16.1.5"), a("172.16.2.7")])),
-            ("db-0.db.default.svc.cluster.local", QType::A, Answer::Records(vec![a("172.16.1.5")])),
-            ("172-16-2-7.db.default.svc.cluster.local", QType::A, Answer::Records(vec![a("172.16.2.7")])),
+            (
+                "kube-dns.kube-system.svc.cluster.local.",
+                QType::A,
+                Answer::Records(vec![a("172.19.0.10")]),
+            ),
+            (
+                "ISTIO-PILOT.istio-system.svc.cluster.local",
+                QType::A,
+                Answer::Records(vec![a("172.19.3.4")]),
+            ),
+            (
+                "db.default.svc.cluster.local",
+                QType::A,
+                Answer::Records(vec![a("172.16.1.5"), a("172.16.2.7")]),
+            ),
+            (
+                "db-0.db.default.svc.cluster.local",
+                QType::A,
+                Answer::Records(vec![a("172.16.1.5")]),
+            ),
+            (
+                "172-16-2-7.db.default.svc.cluster.local",
+                QType::A,
+                Answer::Records(vec![a("172.16.2.7")]),
+            ),
             ("nope.default.svc.cluster.local", QType::A, Answer::NxDomain),
-            ("kube-dns.kube-system.svc.cluster.local", QType::Aaaa, Answer::Records(vec![])),
+            (
+                "kube-dns.kube-system.svc.cluster.local",
+                QType::Aaaa,
+                Answer::Records(vec![]),
+            ),
             (
                 "_dns._udp.kube-dns.kube-system.svc.cluster.local",
                 QType::Srv,
-                Answer::Records(vec![Record::Srv(53, "kube-dns.kube-system.svc.cluster.local".into())]),
+                Answer::Records(vec![Record::Srv(
+                    53,
+                    "kube-dns.kube-system.svc.cluster.local".into(),
+                )]),
             ),
-            ("_dns._tcp.kube-dns.kube-system.svc.cluster.local", QType::Srv, Answer::NxDomain),
-            ("172-16-9-9.default.pod.cluster.local", QType::A, Answer::Records(vec![a("172.16.9.9")])),
+            (
+                "_dns._tcp.kube-dns.kube-system.svc.cluster.local",
+                QType::Srv,
+                Answer::NxDomain,
+            ),
+            (
+                "172-16-9-9.default.pod.cluster.local",
+                QType::A,
+                Answer::Records(vec![a("172.16.9.9")]),
+            ),
             ("www.aliyun.com", QType::A, Answer::NotAuthoritative),
             (
                 "10.0.19.172.in-addr.arpa",
                 QType::Ptr,
-                Answer::Records(vec![Record::Ptr("kube-dns.kube-system.svc.cluster.local".into())]),
+                Answer::Records(vec![Record::Ptr(
+                    "kube-dns.kube-system.svc.cluster.local".into(),
+                )]),
             ),
             (
                 "5.1.16.172.in-addr.arpa.",
                 QType::Ptr,
-                Answer::Records(vec![Record::Ptr("db-0.db.default.svc.cluster.local".into())]),
+                Answer::Records(vec![Record::Ptr(
+                    "db-0.db.default.svc.cluster.local".into(),
+                )]),
             ),
             ("9.9.9.9.in-addr.arpa", QType::Ptr, Answer::NotAuthoritative),
         ];
@@ -381,7 +431,11 @@ mod tests {
     #[test]
     fn a_recreated_service_answers_its_new_ip() {
         // S07: kube-dns recreated without its fixed clusterIP.
-        let z = Zone::build("cluster.local", &[svc("kube-system", "kube-dns", "172.19.7.7", &[])], &[]);
+        let z = Zone::build(
+            "cluster.local",
+            &[svc("kube-system", "kube-dns", "172.19.7.7", &[])],
+            &[],
+        );
         assert_eq!(
             z.resolve("kube-dns.kube-system.svc.cluster.local", QType::A),
             Answer::Records(vec![Record::A("172.19.7.7".parse().unwrap())])

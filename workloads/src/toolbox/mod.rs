@@ -47,10 +47,7 @@ pub(crate) type Parsed = (Vec<(String, String)>, Vec<String>);
 
 /// Split `-flag=value` / `-flag value` options from positional arguments.
 /// `with_value` lists the flags that take a value.
-pub(crate) fn parse_opts(
-    args: &[String],
-    with_value: &[&str],
-) -> Result<Parsed, String> {
+pub(crate) fn parse_opts(args: &[String], with_value: &[&str]) -> Result<Parsed, String> {
     let mut opts = Vec::new();
     let mut pos = Vec::new();
     let mut it = args.iter();
@@ -60,7 +57,9 @@ pub(crate) fn parse_opts(
             if let Some((k, v)) = flag.split_once('=') {
                 opts.push((k.to_string(), v.to_string()));
             } else if with_value.contains(&flag) {
-                let v = it.next().ok_or_else(|| format!("option requires an argument -- '{flag}'"))?;
+                let v = it
+                    .next()
+                    .ok_or_else(|| format!("option requires an argument -- '{flag}'"))?;
                 opts.push((flag.to_string(), v.clone()));
             } else {
                 opts.push((flag.to_string(), String::new()));
@@ -73,10 +72,17 @@ pub(crate) fn parse_opts(
 }
 
 pub(crate) fn opt<'a>(opts: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    opts.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    opts.iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
-pub(crate) fn secs_opt(opts: &[(String, String)], name: &str, default: f64) -> Result<Duration, String> {
+pub(crate) fn secs_opt(
+    opts: &[(String, String)],
+    name: &str,
+    default: f64,
+) -> Result<Duration, String> {
     match opt(opts, name) {
         None => Ok(Duration::from_secs_f64(default)),
         Some(v) => v

@@ -35,11 +35,17 @@ pub async fn query(
 ) -> Result<Outcome, String> {
     let fqdn = Name::from_ascii(format!("{}.", name.trim_end_matches('.')))
         .map_err(|e| format!("'{name}' is not a legal name ({e})"))?;
-    let local: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
-        .parse()
-        .expect("literal address");
+    let local: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("literal address");
     let sock = UdpSocket::bind(local).await.map_err(|e| e.to_string())?;
-    sock.connect(server).await.map_err(|e| format!("connect {server}: {e}"))?;
+    sock.connect(server)
+        .await
+        .map_err(|e| format!("connect {server}: {e}"))?;
     let mut msg = Message::query();
     msg.metadata.recursion_desired = true;
     msg.add_query(Query::query(fqdn, rtype));
@@ -84,7 +90,9 @@ fn reverse_name(ip: IpAddr) -> Option<String> {
 pub async fn main(args: &[String]) -> Result<ExitCode, String> {
     let (opts, pos) = parse_opts(args, &[])?;
     let Some(name) = pos.first() else {
-        return Err("usage: nslookup [-timeout=N] [-retry=N] [-port=N] [-type=T] NAME [SERVER]".into());
+        return Err(
+            "usage: nslookup [-timeout=N] [-retry=N] [-port=N] [-type=T] NAME [SERVER]".into(),
+        );
     };
     let rc = match std::fs::read_to_string(resolv::path()) {
         Ok(t) => resolv::parse(&t),
@@ -96,7 +104,9 @@ pub async fn main(args: &[String]) -> Result<ExitCode, String> {
     };
     let server = match pos.get(1) {
         Some(s) => {
-            let ip: IpAddr = s.parse().map_err(|_| format!("couldn't get address for '{s}': not found"))?;
+            let ip: IpAddr = s
+                .parse()
+                .map_err(|_| format!("couldn't get address for '{s}': not found"))?;
             SocketAddr::new(ip, port)
         }
         None => match rc.nameservers.first() {
@@ -109,7 +119,11 @@ pub async fn main(args: &[String]) -> Result<ExitCode, String> {
         None => Duration::from_secs(rc.timeout_secs.max(1)),
     };
     let attempts = match opt(&opts, "retry") {
-        Some(r) => r.parse::<u32>().map_err(|_| format!("invalid retry '{r}'"))? + 1,
+        Some(r) => {
+            r.parse::<u32>()
+                .map_err(|_| format!("invalid retry '{r}'"))?
+                + 1
+        }
         None => rc.attempts.max(1),
     };
     let (rtype, names) = if let Ok(ip) = name.parse::<IpAddr>() {
@@ -118,7 +132,10 @@ pub async fn main(args: &[String]) -> Result<ExitCode, String> {
     } else {
         let t = match opt(&opts, "type").or_else(|| opt(&opts, "query")) {
             None => RecordType::A,
-            Some(t) => t.to_ascii_uppercase().parse().map_err(|_| format!("invalid type '{t}'"))?,
+            Some(t) => t
+                .to_ascii_uppercase()
+                .parse()
+                .map_err(|_| format!("invalid type '{t}'"))?,
         };
         (t, resolv::candidates(&rc, name))
     };

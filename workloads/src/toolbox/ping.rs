@@ -47,7 +47,11 @@ pub fn parse_reply(buf: &[u8], raw: bool) -> Option<(Ipv4Addr, u8, u16, u16)> {
         if buf.len() < ihl + 8 || buf[9] != 1 {
             return None;
         }
-        (&buf[ihl..], Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]), buf[8])
+        (
+            &buf[ihl..],
+            Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]),
+            buf[8],
+        )
     } else {
         (buf, Ipv4Addr::UNSPECIFIED, 64)
     };
@@ -67,7 +71,9 @@ fn open() -> Result<(Socket, bool), String> {
         Ok(s) => Ok((s, true)),
         Err(_) => Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4))
             .map(|s| (s, false))
-            .map_err(|e| format!("socket: {e} (ping needs CAP_NET_RAW or net.ipv4.ping_group_range)")),
+            .map_err(|e| {
+                format!("socket: {e} (ping needs CAP_NET_RAW or net.ipv4.ping_group_range)")
+            }),
     }
 }
 
@@ -91,14 +97,18 @@ pub async fn main(args: &[String]) -> Result<ExitCode, String> {
     let wait = secs_opt(&opts, "W", 1.0)?;
     let interval = secs_opt(&opts, "i", 1.0)?;
     let (mut sock, raw) = open()?;
-    sock.set_read_timeout(Some(Duration::from_millis(50))).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .map_err(|e| e.to_string())?;
     let dest = SocketAddr::new(IpAddr::V4(ip), 0);
     let id = (std::process::id() & 0xffff) as u16;
     let clock = Clock::real();
     let start = clock.now();
     let (mut sent, mut received) = (0u32, 0u32);
     let mut rtts = Vec::new();
-    println!("PING {host} ({ip}) {PAYLOAD}({}) bytes of data.", PAYLOAD + 28);
+    println!(
+        "PING {host} ({ip}) {PAYLOAD}({}) bytes of data.",
+        PAYLOAD + 28
+    );
     for seq in 1..=count {
         let seq16 = seq as u16;
         let t0 = clock.now();
@@ -114,7 +124,9 @@ pub async fn main(args: &[String]) -> Result<ExitCode, String> {
                 Ok(n) => n,
                 Err(_) => continue,
             };
-            let Some((from, ttl, rid, rseq)) = parse_reply(&buf[..n], raw) else { continue };
+            let Some((from, ttl, rid, rseq)) = parse_reply(&buf[..n], raw) else {
+                continue;
+            };
             // Dgram ICMP sockets rewrite the id; accept by sequence then.
             if (raw && rid != id) || rseq != seq16 {
                 continue;
@@ -141,7 +153,9 @@ pub async fn main(args: &[String]) -> Result<ExitCode, String> {
     let total_ms = (clock.now() - start).as_millis();
     let loss = ((sent - received) * 100).checked_div(sent).unwrap_or(100);
     println!("\n--- {host} ping statistics ---");
-    println!("{sent} packets transmitted, {received} received, {loss}% packet loss, time {total_ms}ms");
+    println!(
+        "{sent} packets transmitted, {received} received, {loss}% packet loss, time {total_ms}ms"
+    );
     if !rtts.is_empty() {
         let min = rtts.iter().copied().fold(f64::MAX, f64::min);
         let max = rtts.iter().copied().fold(0.0, f64::max);
@@ -149,7 +163,11 @@ pub async fn main(args: &[String]) -> Result<ExitCode, String> {
         let mdev = (rtts.iter().map(|r| (r - avg).powi(2)).sum::<f64>() / rtts.len() as f64).sqrt();
         println!("rtt min/avg/max/mdev = {min:.3}/{avg:.3}/{max:.3}/{mdev:.3} ms");
     }
-    Ok(if received > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if received > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[cfg(test)]
@@ -168,9 +186,14 @@ mod tests {
     fn parses_raw_echo_reply() {
         let mut icmp = echo_request(9, 3);
         icmp[0] = 0;
-        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 63, 1, 0, 0, 172, 16, 1, 2, 172, 16, 2, 3];
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0, 0, 0, 0, 63, 1, 0, 0, 172, 16, 1, 2, 172, 16, 2, 3,
+        ];
         ip.extend_from_slice(&icmp);
-        assert_eq!(parse_reply(&ip, true), Some((Ipv4Addr::new(172, 16, 1, 2), 63, 9, 3)));
+        assert_eq!(
+            parse_reply(&ip, true),
+            Some((Ipv4Addr::new(172, 16, 1, 2), 63, 9, 3))
+        );
         assert_eq!(parse_reply(&ip[..10], true), None);
         assert_eq!(parse_reply(&icmp, false).map(|r| r.3), Some(3));
     }

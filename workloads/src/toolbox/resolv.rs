@@ -54,9 +54,11 @@ pub fn parse(text: &str) -> ResolvConf {
                 for o in words {
                     if let Some(n) = o.strip_prefix("ndots:").and_then(|n| n.parse().ok()) {
                         rc.ndots = n;
-                    } else if let Some(n) = o.strip_prefix("timeout:").and_then(|n| n.parse().ok()) {
+                    } else if let Some(n) = o.strip_prefix("timeout:").and_then(|n| n.parse().ok())
+                    {
                         rc.timeout_secs = n;
-                    } else if let Some(n) = o.strip_prefix("attempts:").and_then(|n| n.parse().ok()) {
+                    } else if let Some(n) = o.strip_prefix("attempts:").and_then(|n| n.parse().ok())
+                    {
                         rc.attempts = n;
                     }
                 }
@@ -108,7 +110,10 @@ mod tests {
             ]
         );
         assert_eq!(candidates(&rc, "www.aliyun.com.")[0], "www.aliyun.com");
-        let rc1 = ResolvConf { search: vec!["a".into()], ..ResolvConf::default() };
+        let rc1 = ResolvConf {
+            search: vec!["a".into()],
+            ..ResolvConf::default()
+        };
         assert_eq!(candidates(&rc1, "x.y"), vec!["x.y", "x.y.a"]);
     }
 }

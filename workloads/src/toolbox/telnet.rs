@@ -21,13 +21,19 @@ pub async fn main(args: &[String]) -> Result<ExitCode, String> {
     let wait = secs_opt(&opts, "w", 10.0)?;
     println!("Trying {ip}...");
     let addr = SocketAddr::new(ip, port);
-    match Clock::real().timeout(wait, tokio::net::TcpStream::connect(addr)).await {
+    match Clock::real()
+        .timeout(wait, tokio::net::TcpStream::connect(addr))
+        .await
+    {
         Ok(Ok(_)) => {
             println!("Connected to {host}.\nEscape character is '^]'.");
             Ok(ExitCode::SUCCESS)
         }
         Ok(Err(e)) => {
-            println!("telnet: Unable to connect to remote host: {}", os_message(&e));
+            println!(
+                "telnet: Unable to connect to remote host: {}",
+                os_message(&e)
+            );
             Ok(ExitCode::FAILURE)
         }
         Err(_) => {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ackemu_base::clock::Clock;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 use hickory_proto::rr::{RData, RecordType};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
 use super::nslookup::{Outcome, query};
@@ -24,7 +24,15 @@ pub async fn resolve(host: &str) -> Option<IpAddr> {
     let rc = resolv::parse(&std::fs::read_to_string(resolv::path()).ok()?);
     let server = *rc.nameservers.first()?;
     for name in resolv::candidates(&rc, host) {
-        match query(server, &name, RecordType::A, Duration::from_secs(rc.timeout_secs.max(1)), rc.attempts).await {
+        match query(
+            server,
+            &name,
+            RecordType::A,
+            Duration::from_secs(rc.timeout_secs.max(1)),
+            rc.attempts,
+        )
+        .await
+        {
             Ok(Outcome::Response(m)) => {
                 for r in &m.answers {
                     if let RData::A(a) = &r.data {
@@ -42,11 +50,18 @@ pub async fn resolve(host: &str) -> Option<IpAddr> {
 pub async fn fetch(url: &str, timeout: Duration) -> Result<(u16, Bytes), String> {
     let uri: http::Uri = url.parse().map_err(|_| format!("bad address '{url}'"))?;
     if uri.scheme_str().unwrap_or("http") != "http" {
-        return Err(format!("unsupported scheme in '{url}': only http:// is supported"));
+        return Err(format!(
+            "unsupported scheme in '{url}': only http:// is supported"
+        ));
     }
-    let host = uri.host().ok_or_else(|| format!("bad address '{url}'"))?.to_string();
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("bad address '{url}'"))?
+        .to_string();
     let port = uri.port_u16().unwrap_or(80);
-    let ip = resolve(&host).await.ok_or_else(|| format!("bad address '{host}'"))?;
+    let ip = resolve(&host)
+        .await
+        .ok_or_else(|| format!("bad address '{host}'"))?;
     let addr = SocketAddr::new(ip, port);
     let clock = Clock::real();
     let work = async {
@@ -57,7 +72,14 @@ pub async fn fetch(url: &str, timeout: Duration) -> Result<(u16, Bytes), String>
             .await
             .map_err(|e| e.to_string())?;
         let req = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-            .header(http::header::HOST, if port == 80 { host.clone() } else { format!("{host}:{port}") })
+            .header(
+                http::header::HOST,
+                if port == 80 {
+                    host.clone()
+                } else {
+                    format!("{host}:{port}")
+                },
+            )
             .header(http::header::USER_AGENT, "Wget")
             .header(http::header::CONNECTION, "close")
             .body(Empty::<Bytes>::new())
@@ -65,7 +87,12 @@ pub async fn fetch(url: &str, timeout: Duration) -> Result<(u16, Bytes), String>
         let fetch = async {
             let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
             let status = resp.status();
-            let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
             Ok::<_, String>((status, body))
         };
         // Drive the connection only as long as the request needs it; the

@@ -30,7 +30,10 @@ fn start(args: &[&str], marker: &str, from_stderr: bool) -> (Proc, String) {
     };
     let mut lines = BufReader::new(stream).lines();
     let line = loop {
-        let l = lines.next().expect("program exited before announcing itself").unwrap();
+        let l = lines
+            .next()
+            .expect("program exited before announcing itself")
+            .unwrap();
         if l.contains(marker) {
             break l;
         }
@@ -55,7 +58,11 @@ fn stderr(o: &Output) -> String {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| stdout(&o).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| stdout(&o).trim() == "0")
+        .unwrap_or(false)
 }
 
 #[test]
@@ -66,13 +73,26 @@ fn app_answers_the_seed_text_and_wget_reports_errors_like_busybox() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "This is a small app for kubernetes...\n");
 
-    let o = run(&["wget", "-q", "-O", "-", &format!("http://{addr}/missing")], &[]);
+    let o = run(
+        &["wget", "-q", "-O", "-", &format!("http://{addr}/missing")],
+        &[],
+    );
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("server returned error: HTTP/1.1 404 Not Found"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("server returned error: HTTP/1.1 404 Not Found"),
+        "{}",
+        stderr(&o)
+    );
 
     // A port nobody listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let o = run(&["wget", "-q", "-O", "-", &format!("http://{closed}/")], &[]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let o = run(
+        &["wget", "-q", "-O", "-", &format!("http://{closed}/")],
+        &[],
+    );
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("can't connect to remote host (127.0.0.1): Connection refused"),
@@ -102,7 +122,11 @@ fn zone_file(dir: &std::path::Path) -> String {
 fn dns_server_answers_dig_and_our_nslookup() {
     let dir = tempfile::tempdir().unwrap();
     let zf = zone_file(dir.path());
-    let (_dns, line) = start(&["dns", "--listen", "127.0.0.1:0", "--static-zone", &zf], "serving DNS", false);
+    let (_dns, line) = start(
+        &["dns", "--listen", "127.0.0.1:0", "--static-zone", &zf],
+        "serving DNS",
+        false,
+    );
     let addr: std::net::SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
     let port = addr.port().to_string();
 
@@ -110,10 +134,22 @@ fn dns_server_answers_dig_and_our_nslookup() {
     if Command::new("dig").arg("-v").output().is_ok() {
         for proto in ["+notcp", "+tcp"] {
             let o = Command::new("dig")
-                .args(["@127.0.0.1", "-p", &port, proto, "+short", "istio-pilot.istio-system.svc.cluster.local"])
+                .args([
+                    "@127.0.0.1",
+                    "-p",
+                    &port,
+                    proto,
+                    "+short",
+                    "istio-pilot.istio-system.svc.cluster.local",
+                ])
                 .output()
                 .unwrap();
-            assert_eq!(stdout(&o).trim(), "172.19.3.4", "dig {proto}: {}", stderr(&o));
+            assert_eq!(
+                stdout(&o).trim(),
+                "172.19.3.4",
+                "dig {proto}: {}",
+                stderr(&o)
+            );
         }
         let o = Command::new("dig")
             .args(["@127.0.0.1", "-p", &port, "nope.default.svc.cluster.local"])
@@ -121,10 +157,20 @@ fn dns_server_answers_dig_and_our_nslookup() {
             .unwrap();
         assert!(stdout(&o).contains("status: NXDOMAIN"), "{}", stdout(&o));
         let o = Command::new("dig")
-            .args(["@127.0.0.1", "-p", &port, "+short", "SRV", "_dns._udp.kube-dns.kube-system.svc.cluster.local"])
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &port,
+                "+short",
+                "SRV",
+                "_dns._udp.kube-dns.kube-system.svc.cluster.local",
+            ])
             .output()
             .unwrap();
-        assert_eq!(stdout(&o).trim(), "0 100 53 kube-dns.kube-system.svc.cluster.local.");
+        assert_eq!(
+            stdout(&o).trim(),
+            "0 100 53 kube-dns.kube-system.svc.cluster.local."
+        );
     } else {
         println!("skipped: dig not installed (dnsutils)");
     }
@@ -138,7 +184,14 @@ fn dns_server_answers_dig_and_our_nslookup() {
     )
     .unwrap();
     let env = [("ACKEMU_RESOLV_CONF", rc.to_str().unwrap())];
-    let o = run(&["nslookup", &format!("-port={port}"), "istio-pilot.istio-system"], &env);
+    let o = run(
+        &[
+            "nslookup",
+            &format!("-port={port}"),
+            "istio-pilot.istio-system",
+        ],
+        &env,
+    );
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert_eq!(
         stdout(&o),
@@ -146,7 +199,14 @@ fn dns_server_answers_dig_and_our_nslookup() {
             "Server:\t\t127.0.0.1\nAddress:\t127.0.0.1#{port}\n\nName:\tistio-pilot.istio-system.svc.cluster.local\nAddress: 172.19.3.4\n\n"
         )
     );
-    let o = run(&["nslookup", &format!("-port={port}"), "nope.default.svc.cluster.local."], &env);
+    let o = run(
+        &[
+            "nslookup",
+            &format!("-port={port}"),
+            "nope.default.svc.cluster.local.",
+        ],
+        &env,
+    );
     assert!(!o.status.success());
     assert!(
         stdout(&o).contains("** server can't find nope.default.svc.cluster.local.: NXDOMAIN"),
@@ -154,11 +214,23 @@ fn dns_server_answers_dig_and_our_nslookup() {
         stdout(&o)
     );
     // Outside the cluster domain with no upstream: SERVFAIL.
-    let o = run(&["nslookup", &format!("-port={port}"), "www.aliyun.com."], &env);
-    assert!(stdout(&o).contains("** server can't find www.aliyun.com.: SERVFAIL"), "{}", stdout(&o));
+    let o = run(
+        &["nslookup", &format!("-port={port}"), "www.aliyun.com."],
+        &env,
+    );
+    assert!(
+        stdout(&o).contains("** server can't find www.aliyun.com.: SERVFAIL"),
+        "{}",
+        stdout(&o)
+    );
     // Reverse lookup of the DNS service IP.
     let o = run(&["nslookup", &format!("-port={port}"), "172.19.0.10"], &env);
-    assert!(stdout(&o).contains("10.0.19.172.in-addr.arpa\tname = kube-dns.kube-system.svc.cluster.local."), "{}", stdout(&o));
+    assert!(
+        stdout(&o)
+            .contains("10.0.19.172.in-addr.arpa\tname = kube-dns.kube-system.svc.cluster.local."),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -166,9 +238,22 @@ fn nslookup_times_out_when_the_server_never_answers() {
     // A socket that receives and never replies: the S04 symptom's shape.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
-    let o = run(&["nslookup", "-timeout=1", "-retry=0", &format!("-port={port}"), "kube-dns.kube-system.svc.cluster.local.", "127.0.0.1"], &[]);
+    let o = run(
+        &[
+            "nslookup",
+            "-timeout=1",
+            "-retry=0",
+            &format!("-port={port}"),
+            "kube-dns.kube-system.svc.cluster.local.",
+            "127.0.0.1",
+        ],
+        &[],
+    );
     assert!(!o.status.success());
-    assert_eq!(stdout(&o), ";; connection timed out; no servers could be reached\n\n");
+    assert_eq!(
+        stdout(&o),
+        ";; connection timed out; no servers could be reached\n\n"
+    );
 }
 
 #[test]
@@ -181,7 +266,11 @@ fn telnet_reports_connected_and_refused() {
     drop(l);
     let o = run(&["telnet", "127.0.0.1", &port], &[]);
     assert!(!o.status.success());
-    assert!(stdout(&o).contains("telnet: Unable to connect to remote host: Connection refused"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("telnet: Unable to connect to remote host: Connection refused"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -193,23 +282,54 @@ fn ping_prints_iputils_statistics() {
     let o = run(&["ping", "-c", "2", "-i", "0.2", "127.0.0.1"], &[]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
-    assert!(out.starts_with("PING 127.0.0.1 (127.0.0.1) 56(84) bytes of data.\n"), "{out}");
-    assert!(out.contains("64 bytes from 127.0.0.1: icmp_seq=1 ttl=64 time="), "{out}");
-    assert!(out.contains("2 packets transmitted, 2 received, 0% packet loss"), "{out}");
+    assert!(
+        out.starts_with("PING 127.0.0.1 (127.0.0.1) 56(84) bytes of data.\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("64 bytes from 127.0.0.1: icmp_seq=1 ttl=64 time="),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 packets transmitted, 2 received, 0% packet loss"),
+        "{out}"
+    );
 
     // In a namespace with only loopback, a remote address is unreachable
     // (nothing leaves the namespace).
     let ns = format!("ackemu-test-wl-{}", std::process::id());
-    if Command::new("ip").args(["netns", "add", &ns]).status().map(|s| s.success()).unwrap_or(false) {
+    if Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+    {
         let o = Command::new("ip")
-            .args(["netns", "exec", &ns, BIN, "ping", "-c", "1", "-W", "0.2", "172.16.9.9"])
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                BIN,
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "0.2",
+                "172.16.9.9",
+            ])
             .output()
             .unwrap();
         let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         assert!(!o.status.success());
         let out = stdout(&o);
-        assert!(out.contains("ping: sendmsg: Network is unreachable"), "{out}");
-        assert!(out.contains("0 packets transmitted, 0 received, 100% packet loss"), "{out}");
+        assert!(
+            out.contains("ping: sendmsg: Network is unreachable"),
+            "{out}"
+        );
+        assert!(
+            out.contains("0 packets transmitted, 0 received, 100% packet loss"),
+            "{out}"
+        );
     } else {
         println!("skipped: cannot create a network namespace");
     }
