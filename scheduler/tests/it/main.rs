@@ -1,0 +1,3 @@
+//! Integration tests of the scheduler core through its public API.
+
+mod seed_article;
