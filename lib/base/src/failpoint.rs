@@ -310,6 +310,23 @@ pub fn configure_from_str(list: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// Counts a caller parked at a point; uncounted on drop, so a caller whose
+/// future is cancelled mid-wait (a timeout around it) is not left counted.
+struct Parked<'a>(&'a AtomicU32);
+
+impl<'a> Parked<'a> {
+    fn new(c: &'a AtomicU32) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        Parked(c)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 enum Decision {
     Pass,
     Fire(Action),
@@ -405,18 +422,17 @@ impl Failpoint {
             Decision::Fire(Action::Return(m)) => Err(self.error(m)),
             Decision::Fire(Action::Panic(m)) => panic!("failpoint {}: {m}", self.name),
             Decision::Fire(Action::Delay(d)) => {
-                self.parked.fetch_add(1, Ordering::Relaxed);
+                let _parked = Parked::new(&self.parked);
                 let clock = crate::clock_global::process_clock();
                 crate::tasks::wait_on(
                     format!("failpoint {} (delay {d:?})", self.name),
                     clock.sleep(d),
                 )
                 .await;
-                self.parked.fetch_sub(1, Ordering::Relaxed);
                 Ok(())
             }
             Decision::Fire(Action::Hang) => {
-                self.parked.fetch_add(1, Ordering::Relaxed);
+                let _parked = Parked::new(&self.parked);
                 let mut rx = self.generation.subscribe();
                 let what = format!("failpoint {} (hang)", self.name);
                 crate::tasks::wait_on(what, async {
@@ -428,7 +444,6 @@ impl Failpoint {
                     }
                 })
                 .await;
-                self.parked.fetch_sub(1, Ordering::Relaxed);
                 Ok(())
             }
         }
@@ -441,22 +456,20 @@ impl Failpoint {
             Decision::Fire(Action::Return(m)) => Err(self.error(m)),
             Decision::Fire(Action::Panic(m)) => panic!("failpoint {}: {m}", self.name),
             Decision::Fire(Action::Delay(d)) => {
-                self.parked.fetch_add(1, Ordering::Relaxed);
+                let _parked = Parked::new(&self.parked);
                 let _w = crate::tasks::waiter(format!("failpoint {} (delay {d:?})", self.name));
                 let clock = crate::clock_global::process_clock();
                 std::thread::sleep(clock.to_real(d));
-                self.parked.fetch_sub(1, Ordering::Relaxed);
                 Ok(())
             }
             Decision::Fire(Action::Hang) => {
-                self.parked.fetch_add(1, Ordering::Relaxed);
+                let _parked = Parked::new(&self.parked);
                 let _w = crate::tasks::waiter(format!("failpoint {} (hang)", self.name));
                 let mut cfg = self.config.lock();
                 while cfg.as_ref().is_some_and(|c| c.spec.action == Action::Hang) {
                     self.changed.wait(&mut cfg);
                 }
                 drop(cfg);
-                self.parked.fetch_sub(1, Ordering::Relaxed);
                 Ok(())
             }
         }

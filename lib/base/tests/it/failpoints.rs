@@ -192,3 +192,28 @@ async fn panic_action_panics_with_the_message() {
     let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
     assert_eq!(msg, "failpoint it/panic: boom");
 }
+
+#[tokio::test]
+async fn a_cancelled_hang_is_no_longer_counted_as_parked() {
+    async fn hit() -> Result<(), FailpointError> {
+        ackemu_base::failpoint!("it/hang-cancel")
+    }
+    failpoint::set("it/hang-cancel", "hang").unwrap();
+    let (clock, ctl) = Clock::manual(0);
+    let c = clock.clone();
+    let tasks = Tasks::new(Clock::real());
+    let h = tasks.spawn("it/hang-with-timeout", async move {
+        c.timeout(Duration::from_secs(1), hit()).await
+    });
+    loop {
+        if failpoint::list().into_iter().any(|s| s.name == "it/hang-cancel" && s.parked == 1) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    ctl.advance(Duration::from_secs(1));
+    assert!(h.await.unwrap().is_err(), "the timeout fired");
+    let st = failpoint::list().into_iter().find(|s| s.name == "it/hang-cancel").unwrap();
+    assert_eq!(st.parked, 0);
+    failpoint::clear("it/hang-cancel");
+}

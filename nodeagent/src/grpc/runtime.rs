@@ -1,0 +1,181 @@
+//! The CRI-shaped `RuntimeService` over [`crate::runtime::Runtime`].
+
+use ackemu_proto::ackemu::node::v1 as pb;
+use ackemu_proto::ackemu::node::v1::runtime_service_server::{
+    RuntimeService, RuntimeServiceServer,
+};
+use tonic::{Request, Response, Status};
+
+use super::status;
+use crate::runtime::Runtime;
+
+/// The service over `rt`.
+pub fn server(rt: Runtime) -> RuntimeServiceServer<Svc> {
+    RuntimeServiceServer::new(Svc(rt))
+}
+
+/// Adapter.
+pub struct Svc(Runtime);
+
+type R<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl RuntimeService for Svc {
+    async fn version(&self, _: Request<pb::VersionRequest>) -> R<pb::VersionResponse> {
+        Ok(Response::new(pb::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "ackemu".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: "v1".into(),
+        }))
+    }
+
+    async fn status(&self, _: Request<pb::StatusRequest>) -> R<pb::StatusResponse> {
+        let cond = |t: &str| pb::RuntimeCondition {
+            r#type: t.into(),
+            status: true,
+            ..Default::default()
+        };
+        Ok(Response::new(pb::StatusResponse {
+            status: Some(pb::RuntimeStatus {
+                conditions: vec![cond("RuntimeReady"), cond("NetworkReady")],
+            }),
+            info: Default::default(),
+        }))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        req: Request<pb::RunPodSandboxRequest>,
+    ) -> R<pb::RunPodSandboxResponse> {
+        let id = self
+            .0
+            .run_pod_sandbox(req.into_inner())
+            .await
+            .map_err(status::runtime)?;
+        Ok(Response::new(pb::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<pb::StopPodSandboxRequest>,
+    ) -> R<pb::StopPodSandboxResponse> {
+        self.0
+            .stop_pod_sandbox(&req.into_inner().pod_sandbox_id)
+            .await
+            .map_err(status::runtime)?;
+        Ok(Response::new(pb::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<pb::RemovePodSandboxRequest>,
+    ) -> R<pb::RemovePodSandboxResponse> {
+        self.0
+            .remove_pod_sandbox(&req.into_inner().pod_sandbox_id)
+            .await
+            .map_err(status::runtime)?;
+        Ok(Response::new(pb::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<pb::PodSandboxStatusRequest>,
+    ) -> R<pb::PodSandboxStatusResponse> {
+        let r = self
+            .0
+            .pod_sandbox_status(&req.into_inner().pod_sandbox_id)
+            .await
+            .map_err(status::runtime)?;
+        Ok(Response::new(r))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<pb::ListPodSandboxRequest>,
+    ) -> R<pb::ListPodSandboxResponse> {
+        Ok(Response::new(pb::ListPodSandboxResponse {
+            items: self.0.list_pod_sandbox(req.into_inner().filter),
+        }))
+    }
+
+    async fn create_container(
+        &self,
+        req: Request<pb::CreateContainerRequest>,
+    ) -> R<pb::CreateContainerResponse> {
+        let id = self
+            .0
+            .create_container(req.into_inner())
+            .await
+            .map_err(status::runtime)?;
+        Ok(Response::new(pb::CreateContainerResponse {
+            container_id: id,
+        }))
+    }
+
+    async fn start_container(
+        &self,
+        req: Request<pb::StartContainerRequest>,
+    ) -> R<pb::StartContainerResponse> {
+        self.0
+            .start_container(&req.into_inner().container_id)
+            .await
+            .map_err(status::runtime)?;
+        Ok(Response::new(pb::StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        req: Request<pb::StopContainerRequest>,
+    ) -> R<pb::StopContainerResponse> {
+        let r = req.into_inner();
+        self.0
+            .stop_container(&r.container_id, r.timeout)
+            .await
+            .map_err(status::runtime)?;
+        Ok(Response::new(pb::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<pb::RemoveContainerRequest>,
+    ) -> R<pb::RemoveContainerResponse> {
+        self.0
+            .remove_container(&req.into_inner().container_id)
+            .await
+            .map_err(status::runtime)?;
+        Ok(Response::new(pb::RemoveContainerResponse {}))
+    }
+
+    async fn container_status(
+        &self,
+        req: Request<pb::ContainerStatusRequest>,
+    ) -> R<pb::ContainerStatusResponse> {
+        let r = self
+            .0
+            .container_status(&req.into_inner().container_id)
+            .await
+            .map_err(status::runtime)?;
+        Ok(Response::new(r))
+    }
+
+    async fn list_containers(
+        &self,
+        req: Request<pb::ListContainersRequest>,
+    ) -> R<pb::ListContainersResponse> {
+        Ok(Response::new(pb::ListContainersResponse {
+            containers: self.0.list_containers(req.into_inner().filter),
+        }))
+    }
+
+    async fn exec_sync(&self, req: Request<pb::ExecSyncRequest>) -> R<pb::ExecSyncResponse> {
+        let r = self
+            .0
+            .exec_sync(req.into_inner())
+            .await
+            .map_err(status::runtime)?;
+        Ok(Response::new(r))
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests of `ackemu-node`: real processes, real namespaces.
+//! Tests needing root or network namespaces print `skipped: …` without them.
+
+mod cni;
+mod systemd;
+mod util;
