@@ -8,6 +8,7 @@
 use clap::{Parser, Subcommand};
 
 mod chaos;
+mod cluster;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,6 +23,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Start (or resume) a local cluster in a data directory.
+    Up(cluster::UpArgs),
+    /// Stop the local cluster's processes (and with --purge delete its data).
+    Down(cluster::DownArgs),
+    /// The local cluster's processes and their health.
+    Status(cluster::DataDirArg),
+    /// A component's log.
+    Logs(cluster::LogsArgs),
     /// Inject faults into running processes: failpoints, clock offsets, task dumps.
     Chaos(chaos::ChaosArgs),
     /// Call the fake cloud like the aliyun CLI: `ackemu cloud vpc DescribeVpcs --RegionId cn-hangzhou`.
@@ -32,6 +41,10 @@ enum Command {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Up(args) => cluster::up(args).await,
+        Command::Down(args) => cluster::down(args).await,
+        Command::Status(args) => cluster::status(args).await,
+        Command::Logs(args) => cluster::logs(args),
         Command::Chaos(args) => chaos::run(args).await,
         Command::Cloud(args) => ackemu_cloudsim::cli::run(args).await,
     };

@@ -10,6 +10,7 @@ mod chaos;
 mod child;
 mod cloud;
 mod kubeconfig;
+mod up;
 mod util;
 
 use libtest_mimic::{Arguments, Trial};
@@ -42,6 +43,9 @@ fn main() {
             "cloud::failpoint_on_a_cloud_action_through_ackemu_cloud",
             || util::run(cloud::failpoint_on_a_cloud_action_through_ackemu_cloud()),
         ),
+        Trial::test("up::up_serves_kubectl_and_down_leaves_nothing", || {
+            util::run(up::up_serves_kubectl_and_down_leaves_nothing())
+        }),
         Trial::test("kubeconfig::real_kubectl_reads_our_kubeconfig", || {
             util::run(kubeconfig::real_kubectl_reads_our_kubeconfig())
         }),

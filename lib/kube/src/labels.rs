@@ -886,3 +886,26 @@ mod tests {
         assert!(LabelSelector::from_set(&set(&[])).is_everything());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any input either parses to a selector whose canonical form parses
+        /// to itself, or fails with a message; never a panic.
+        #[test]
+        fn label_selector_round_trips(s in "[a-z0-9=!,() <>./_-]{0,40}|.{0,40}") {
+            if let Ok(sel) = super::LabelSelector::parse(&s) {
+                let again = super::LabelSelector::parse(&sel.to_string()).expect("canonical form parses");
+                prop_assert_eq!(again.to_string(), sel.to_string());
+            }
+        }
+
+        #[test]
+        fn field_selectors_and_quantities_never_panic(s in ".{0,40}") {
+            let _ = crate::fields::FieldSelector::parse(&s);
+            let _ = s.parse::<crate::quantity::Quantity>();
+        }
+    }
+}

@@ -7,14 +7,18 @@
 //! Kubernetes' syntax and error texts, resource quantities, and the
 //! server-side Table printers behind `kubectl get`.
 //!
-//! It must not know about processes, transports or storage engines: every
-//! function here is pure (time is passed in), so the API server, controllers,
-//! the scheduler and tests can share it without pulling in IO.
+//! It also owns the [`client`] every component uses to talk to the API
+//! server (HTTPS, typed and dynamic access, watches, a reflector and a work
+//! queue); the IO lives only there. Everything outside `client` is pure
+//! (time is passed in), so the API server can share it without a client.
+//!
+//! It must not know about storage engines, process layout or the cloud.
 
 pub use k8s_openapi;
 pub use k8s_openapi::api;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 
+pub mod client;
 pub mod duration;
 pub mod fields;
 pub mod keys;
@@ -22,6 +26,7 @@ pub mod labels;
 pub mod printers;
 pub mod quantity;
 pub mod registry;
+pub mod strict;
 pub mod validation;
 
 pub use fields::FieldSelector;

@@ -1,0 +1,269 @@
+//! Test harness: a real etcd on free loopback ports, an in-process API
+//! server on it, and the real kubectl binaries.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ackemu_apiserver::{Config, Server};
+use ackemu_base::Env;
+use ackemu_base::clock::Clock;
+use anyhow::{Context, bail};
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A bounded wait for a condition (no sleeps as synchronisation: the
+/// condition is polled, and the deadline only bounds failure).
+pub async fn eventually<F, Fut, T>(what: &str, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let clock = Clock::real();
+    let deadline = clock.now() + Duration::from_secs(30);
+    let mut last_err = None;
+    loop {
+        match f().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if clock.now() > deadline {
+            bail!("timed out waiting for {what}; last error: {last_err:?}");
+        }
+        // Pacing between polls, not a synchronisation point.
+        clock.sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A real etcd (Debian `etcd-server`) in a temporary directory.
+pub struct Etcd {
+    child: Child,
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub async fn start() -> anyhow::Result<Etcd> {
+        let dir = tempfile::tempdir()?;
+        let client = free_port();
+        let peer = free_port();
+        let endpoint = format!("127.0.0.1:{client}");
+        let child = Command::new("etcd")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--name", "default"])
+            .args(["--listen-client-urls", &format!("http://{endpoint}")])
+            .args(["--advertise-client-urls", &format!("http://{endpoint}")])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("default=http://127.0.0.1:{peer}"),
+            ])
+            .args(["--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting etcd (Debian package etcd-server)")?;
+        let etcd = Etcd {
+            child,
+            endpoint,
+            _dir: dir,
+        };
+        let ep = etcd.endpoint.clone();
+        eventually("etcd to serve", || {
+            let ep = ep.clone();
+            async move {
+                let out = tokio::process::Command::new("etcdctl")
+                    .env("ETCDCTL_API", "3")
+                    .args(["--endpoints", &ep, "endpoint", "health"])
+                    .output()
+                    .await?;
+                Ok(out.status.success().then_some(()))
+            }
+        })
+        .await?;
+        Ok(etcd)
+    }
+
+    /// `etcdctl get --prefix --keys-only` (what an operator would look at).
+    pub fn keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &self.endpoint,
+                "get",
+                "--prefix",
+                "--keys-only",
+                prefix,
+            ])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An API server on a real etcd.
+pub struct Cluster {
+    pub etcd: Etcd,
+    pub server: Server,
+    pub env: Env,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start() -> anyhow::Result<Cluster> {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> anyhow::Result<Cluster> {
+        let etcd = Etcd::start().await?;
+        let dir = tempfile::tempdir()?;
+        let mut config = Config::local(vec![etcd.endpoint.clone()], dir.path().join("pki"));
+        tune(&mut config);
+        let env = Env::for_test(Clock::real());
+        let server = ackemu_apiserver::start(config, &env).await?;
+        Ok(Cluster {
+            etcd,
+            server,
+            env,
+            dir,
+        })
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.server
+            .admin_kubeconfig
+            .clone()
+            .expect("admin kubeconfig written")
+    }
+
+    pub fn kubectl(&self, version: &str) -> Kubectl {
+        Kubectl {
+            bin: kubectl_bin(version),
+            kubeconfig: self.kubeconfig(),
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.env.tasks.token().cancel();
+    }
+}
+
+/// The versioned kubectl binaries beside the `kubectl` dispatcher.
+pub fn kubectl_bin(version: &str) -> PathBuf {
+    let which = Command::new("sh")
+        .args(["-c", "readlink -f \"$(command -v kubectl)\""])
+        .output()
+        .expect("sh");
+    let path = PathBuf::from(String::from_utf8_lossy(&which.stdout).trim());
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin"));
+    let bin = dir.join(format!("kubectl.{version}"));
+    assert!(
+        bin.exists(),
+        "kubectl.{version} not found beside {}",
+        path.display()
+    );
+    bin
+}
+
+pub struct Kubectl {
+    pub bin: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+pub struct Output {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Kubectl {
+    pub fn with_kubeconfig(&self, kubeconfig: &Path) -> Kubectl {
+        Kubectl {
+            bin: self.bin.clone(),
+            kubeconfig: kubeconfig.to_path_buf(),
+        }
+    }
+
+    /// Runs kubectl with `args`, feeding `stdin`.
+    pub async fn run_stdin(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        cmd.env(
+            "HOME",
+            self.kubeconfig.parent().unwrap_or(Path::new("/tmp")),
+        );
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("running {}", self.bin.display()))?;
+        let mut input = child.stdin.take().context("stdin")?;
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).await?;
+        }
+        drop(input);
+        let out = child.wait_with_output().await?;
+        Ok(Output {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    pub async fn run(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.run_stdin(args, None).await
+    }
+
+    /// Runs and requires success; returns stdout.
+    pub async fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.run(args).await?;
+        if !out.ok {
+            bail!("kubectl {args:?} failed: {}{}", out.stderr, out.stdout);
+        }
+        Ok(out.stdout)
+    }
+
+    pub async fn ok_stdin(&self, args: &[&str], stdin: &str) -> anyhow::Result<String> {
+        let out = self.run_stdin(args, Some(stdin)).await?;
+        if !out.ok {
+            bail!("kubectl {args:?} failed: {}{}", out.stderr, out.stdout);
+        }
+        Ok(out.stdout)
+    }
+
+    /// Runs and requires failure; returns stderr.
+    pub async fn fails(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.run(args).await?;
+        if out.ok {
+            bail!("kubectl {args:?} unexpectedly succeeded: {}", out.stdout);
+        }
+        Ok(out.stderr)
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests of ackemu-apiserver: a real etcd, the real kubectl.
+
+mod aggregator;
+mod client;
+mod harness;
+mod http;
+mod kubectl;
+mod python;
+mod storage;
+mod webhook;
