@@ -5,9 +5,10 @@
 //! S02): [`systemd`] (units, transient slices/scopes, and the message bus
 //! whose 32-bit cookie overflows), [`runc`] (one short-lived process per
 //! container operation, with libcontainer's `UseSystemd` probe), [`cni`] and
-//! [`cnid`] (the CNI plugin and its daemon with one netlink lock), and
+//! [`cnid`] (the CNI plugin and its daemon with one netlink lock),
 //! [`runtime`] (the CRI-shaped gRPC server with per-container locks and the
-//! network plugin manager's per-pod locks).
+//! network plugin manager's per-pod locks), and [`proxy`] (kube-proxy's
+//! iptables-mode nat rules as a pure function).
 //!
 //! Must not know: the API server, the cloud, other component crates. The
 //! roles talk to each other only over unix sockets (gRPC from `lib/proto`)
@@ -18,6 +19,7 @@ pub mod cnid;
 pub mod grpc;
 pub mod paths;
 pub mod proc;
+pub mod proxy;
 pub mod runc;
 pub mod runtime;
 pub mod systemd;

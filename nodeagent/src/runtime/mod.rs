@@ -214,6 +214,19 @@ struct ContainerData {
     message: String,
 }
 
+/// A container's lock held by one operation; clears the holder's name on
+/// every exit path, so waiters never name an operation that has finished.
+struct HeldLock<'a> {
+    _guard: tokio::sync::MutexGuard<'a, ()>,
+    holder: &'a SyncMutex<String>,
+}
+
+impl Drop for HeldLock<'_> {
+    fn drop(&mut self) {
+        self.holder.lock().clear();
+    }
+}
+
 struct Container {
     id: String,
     /// Held across every runc process for this container.
@@ -662,20 +675,19 @@ impl Runtime {
         Ok(id)
     }
 
-    async fn lock_container<'a>(
-        &self,
-        c: &'a Container,
-        op: &str,
-    ) -> tokio::sync::MutexGuard<'a, ()> {
+    async fn lock_container<'a>(&self, c: &'a Container, op: &str) -> HeldLock<'a> {
         let holder = c.holder.lock().clone();
         let what = if holder.is_empty() {
             format!("container {} lock ({op})", short(&c.id))
         } else {
             format!("container {} lock ({op}; held by {holder})", short(&c.id))
         };
-        let g = wait_on(what, c.lock.lock()).await;
+        let guard = wait_on(what, c.lock.lock()).await;
         *c.holder.lock() = op.to_string();
-        g
+        HeldLock {
+            _guard: guard,
+            holder: &c.holder,
+        }
     }
 
     /// Run `<runc> runc … args` and wait for it, however long it takes.
@@ -789,7 +801,6 @@ impl Runtime {
             d.state = pb::ContainerState::ContainerRunning;
             d.started_at = self.now_ns();
         }
-        *c.holder.lock() = String::new();
         // It may have exited before we recorded it.
         self.reap(&c);
         Ok(())
@@ -833,7 +844,6 @@ impl Runtime {
             )
             .await;
         }
-        *c.holder.lock() = String::new();
         Ok(())
     }
 
@@ -971,7 +981,6 @@ impl Runtime {
         } else {
             run.await?
         };
-        *c.holder.lock() = String::new();
         Ok(pb::ExecSyncResponse {
             stdout: out.stdout,
             stderr: out.stderr,

@@ -877,6 +877,11 @@ impl Manager {
 
     async fn on_unit_report(&mut self, r: UnitReport) {
         if let Some(u) = self.units.get_mut(&r.name) {
+            if r.exited_supervisor {
+                // Consumed here when the loop saw it before the shutdown
+                // token: [`Manager::shutdown`] must not wait for it again.
+                u.svc = None;
+            }
             u.info.active_state = r.active_state.into();
             u.info.sub_state = r.sub_state.into();
             u.info.main_pid = r.main_pid;

@@ -150,7 +150,19 @@ async fn hung_netlink_piles_up_callers_behind_the_lock() {
     for (i, pod) in pods.iter().enumerate() {
         plugins.push(c.spawn_plugin("ADD", &format!("ctr-{i}"), pod));
         let want = format!("cnid ADD ctr-{i}");
-        wait_for("the request shows in the dump", || c.dump().contains(&want)).await;
+        // The first request must be parked in netlink (holding the lock)
+        // before the others queue, so its wait is the oldest.
+        let on = if i == 0 {
+            "cnid/netlink/recv"
+        } else {
+            "the daemon lock"
+        };
+        wait_for("the request shows in the dump", || {
+            c.dump()
+                .lines()
+                .any(|l| l.contains(&want) && l.contains(on))
+        })
+        .await;
     }
     let dump = c.dump();
     let rows: Vec<&str> = dump.lines().filter(|l| l.contains("cnid ADD")).collect();

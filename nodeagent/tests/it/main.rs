@@ -2,5 +2,7 @@
 //! Tests needing root or network namespaces print `skipped: …` without them.
 
 mod cni;
+mod proxy;
+mod runtime;
 mod systemd;
 mod util;
