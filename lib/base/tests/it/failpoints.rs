@@ -206,14 +206,20 @@ async fn a_cancelled_hang_is_no_longer_counted_as_parked() {
         c.timeout(Duration::from_secs(1), hit()).await
     });
     loop {
-        if failpoint::list().into_iter().any(|s| s.name == "it/hang-cancel" && s.parked == 1) {
+        if failpoint::list()
+            .into_iter()
+            .any(|s| s.name == "it/hang-cancel" && s.parked == 1)
+        {
             break;
         }
         tokio::task::yield_now().await;
     }
     ctl.advance(Duration::from_secs(1));
     assert!(h.await.unwrap().is_err(), "the timeout fired");
-    let st = failpoint::list().into_iter().find(|s| s.name == "it/hang-cancel").unwrap();
+    let st = failpoint::list()
+        .into_iter()
+        .find(|s| s.name == "it/hang-cancel")
+        .unwrap();
     assert_eq!(st.parked, 0);
     failpoint::clear("it/hang-cancel");
 }
