@@ -48,14 +48,29 @@ pub struct Etcd {
 
 impl Etcd {
     pub async fn start() -> anyhow::Result<Etcd> {
+        // Free ports are picked then released, so another test may grab the
+        // same one first; retry until the etcd answering is ours (its unique
+        // member name) and still running.
+        let mut last = None;
+        for _ in 0..5 {
+            match Self::try_start().await {
+                Ok(e) => return Ok(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("etcd did not start")))
+    }
+
+    async fn try_start() -> anyhow::Result<Etcd> {
         let dir = tempfile::tempdir()?;
         let client = free_port();
         let peer = free_port();
         let endpoint = format!("127.0.0.1:{client}");
+        let name = format!("t{}", uuid::Uuid::new_v4().simple());
         let child = Command::new("etcd")
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args(["--name", "default"])
+            .args(["--name", &name])
             .args(["--listen-client-urls", &format!("http://{endpoint}")])
             .args(["--advertise-client-urls", &format!("http://{endpoint}")])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
@@ -65,32 +80,40 @@ impl Etcd {
             ])
             .args([
                 "--initial-cluster",
-                &format!("default=http://127.0.0.1:{peer}"),
+                &format!("{name}=http://127.0.0.1:{peer}"),
             ])
             .args(["--log-level", "error"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("starting etcd (Debian package etcd-server)")?;
-        let etcd = Etcd {
+        let mut etcd = Etcd {
             child,
             endpoint,
             _dir: dir,
         };
         let ep = etcd.endpoint.clone();
-        eventually("etcd to serve", || {
-            let ep = ep.clone();
-            async move {
-                let out = tokio::process::Command::new("etcdctl")
-                    .env("ETCDCTL_API", "3")
-                    .args(["--endpoints", &ep, "endpoint", "health"])
-                    .output()
-                    .await?;
-                Ok(out.status.success().then_some(()))
+        let mut attempts = 0;
+        loop {
+            if let Ok(Some(status)) = etcd.child.try_wait() {
+                anyhow::bail!("etcd on {ep} exited: {status}");
             }
-        })
-        .await?;
-        Ok(etcd)
+            let out = tokio::process::Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &ep, "member", "list"])
+                .output()
+                .await?;
+            let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() {
+                if listed.contains(&name) {
+                    return Ok(etcd);
+                }
+                anyhow::bail!("another etcd answers on {ep}");
+            }
+            attempts += 1;
+            anyhow::ensure!(attempts < 200, "etcd on {ep} did not become ready");
+            Clock::real().sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// `etcdctl get --prefix --keys-only` (what an operator would look at).

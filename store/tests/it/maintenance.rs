@@ -29,7 +29,15 @@ fn etcdctl_quota_alarm_compact_defrag_disarm() -> Result<()> {
         err.contains("etcdserver: mvcc: database space exceeded"),
         "{err}"
     );
-    let alarms = c.ok(&["alarm", "list"])?;
+    // As in etcd, the failing write raises the alarm through Raft
+    // asynchronously: poll (bounded) until the member we ask has applied it.
+    let mut alarms = String::new();
+    for _ in 0..200 {
+        alarms = c.ok(&["alarm", "list"])?;
+        if alarms.contains("alarm:NOSPACE") {
+            break;
+        }
+    }
     assert!(alarms.contains("alarm:NOSPACE"), "{alarms}");
     // Every write fails, reads still work.
     let err = c.err(&["put", "/quota/other", "v"])?;
