@@ -135,6 +135,8 @@ pub struct Ctx<'a> {
     policies: Vec<(String, PolicyDocument)>,
     authorized: bool,
     pub deny_detail: Option<String>,
+    /// The packet fabric's counters and drop log, when the data plane runs.
+    pub fabric: Option<crate::dataplane::fabric::Fabric>,
 }
 
 impl Ctx<'_> {
@@ -280,6 +282,10 @@ struct Inner {
     failpoints: HashMap<(Product, &'static str), Arc<Failpoint>>,
     rng: Mutex<StdRng>,
     effects: mpsc::Sender<Effect>,
+    /// The committed revision, for watchers (the SLB data plane).
+    revision: tokio::sync::watch::Sender<u64>,
+    /// The packet fabric, when the data plane runs.
+    fabric: std::sync::OnceLock<crate::dataplane::fabric::Fabric>,
 }
 
 /// The cloud: shared by the gRPC services, the HTTP endpoints and the
@@ -344,6 +350,7 @@ impl Cloud {
             }
         }
         let (tx, rx) = mpsc::channel(config.effect_queue.max(1));
+        let (revision, _) = tokio::sync::watch::channel(state.revision);
         let cloud = Cloud {
             inner: Arc::new(Inner {
                 state: RwLock::new(Arc::new(state)),
@@ -357,6 +364,8 @@ impl Cloud {
                 failpoints,
                 rng: Mutex::new(rng),
                 effects: tx,
+                revision,
+                fabric: std::sync::OnceLock::new(),
             }),
         };
         Ok((cloud, EffectReceiver(rx)))
@@ -372,6 +381,20 @@ impl Cloud {
 
     pub fn config(&self) -> &CloudConfig {
         &self.inner.config
+    }
+
+    /// Notified with the revision after every commit.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.revision.subscribe()
+    }
+
+    /// Registers the running packet fabric (once).
+    pub fn set_fabric(&self, f: crate::dataplane::fabric::Fabric) {
+        let _ = self.inner.fabric.set(f);
+    }
+
+    pub fn fabric(&self) -> Option<&crate::dataplane::fabric::Fabric> {
+        self.inner.fabric.get()
     }
 
     /// The current committed state.
@@ -661,6 +684,7 @@ impl Cloud {
             policies: Self::policies_of(state, &caller.principal),
             authorized: false,
             deny_detail: None,
+            fabric: self.inner.fabric.get().cloned(),
         }
     }
 
@@ -679,7 +703,9 @@ impl Cloud {
             tracing::error!("persisting state failed, mutation not applied: {e}");
             CloudError::internal(format!("persisting state: {e}"))
         })?;
+        let rev = state.revision;
         *self.inner.state.write() = state;
+        self.inner.revision.send_replace(rev);
         Ok(())
     }
 

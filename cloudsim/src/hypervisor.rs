@@ -48,6 +48,13 @@ pub trait HypervisorBackend: Send + Sync + 'static {
     /// Removes every trace of the instance; deleting an unknown instance
     /// succeeds.
     fn delete(&self, instance_id: String) -> BoxFuture<'static, Result<(), HypervisorError>>;
+    /// After a cloudsim restart, for an instance the state says is
+    /// Running: re-attach it if it still runs, boot it again if not.
+    /// Backends without a data plane have nothing to do.
+    fn resume(&self, spec: InstanceSpec) -> BoxFuture<'static, Result<(), HypervisorError>> {
+        let _ = spec;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -1,12 +1,15 @@
-//! ackemu-cloudsim: the fake cloud's control plane — ECS, VPC, security
-//! groups, RAM + STS + instance metadata, SLB, ESS and a container registry.
+//! ackemu-cloudsim: the fake cloud — ECS, VPC, security groups, RAM + STS +
+//! instance metadata, SLB, ESS and a container registry — and, with
+//! `--hypervisor local`, its data plane ([`dataplane`]): instances as
+//! network namespaces on TUN devices, the packet fabric, the cloud services
+//! and SLB VIPs on the wire.
 //!
 //! It owns the cloud's state (persisted, every mutation all-or-nothing), the
 //! OpenAPI-like actions with their error codes, authentication (AccessKey
 //! and STS signatures), RAM authorization of every call, the audit trail,
 //! failpoints `cloud/<product>/<Action>`, the instance lifecycle driving a
 //! [`hypervisor::HypervisorBackend`], and the pure decision cores the data
-//! plane calls per packet ([`sg`], [`route`]).
+//! plane calls per packet ([`sg`], [`route`], [`dataplane::decide`]).
 //!
 //! It must not know about Kubernetes: nodes, pods and clusters are what
 //! other components build on top of ECS instances, routes and SLBs.
@@ -16,6 +19,7 @@ pub mod auth;
 pub mod cidr;
 pub mod cli;
 pub mod cloud;
+pub mod dataplane;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -69,9 +73,42 @@ pub struct Config {
     #[arg(long)]
     pub listen_file: Option<PathBuf>,
     /// Hypervisor backend: `recording` (records calls; with
-    /// --hypervisor-log also as JSON lines).
+    /// --hypervisor-log also as JSON lines) or `local` (instances are
+    /// network namespaces on TUN devices behind the VPC fabric; needs root).
     #[arg(long, default_value = "recording")]
     pub hypervisor: String,
+    /// `local`: namespaces are `<prefix><instance-id>` and `<prefix>cloud`.
+    #[arg(long, default_value = "ackemu-")]
+    pub netns_prefix: String,
+    /// `local`: the fabric's underlay address (NICs send here; keep it
+    /// fixed so running instances survive a cloudsim restart).
+    #[arg(long, default_value = "127.0.0.1:18690")]
+    pub fabric_listen: SocketAddr,
+    /// `local`: the ENI MTU (Alibaba: 1500; 8500 with jumbo frames).
+    #[arg(long, default_value_t = 1500)]
+    pub eni_mtu: usize,
+    /// `local`: tracked flows before new ones are dropped.
+    #[arg(long, default_value_t = 262_144)]
+    pub fabric_conntrack_max: usize,
+    /// `local`: drop records kept for DescribeFabricDrops.
+    #[arg(long, default_value_t = 4096)]
+    pub fabric_drop_log: usize,
+    /// `local`: the NIC binary (default: `ackemu-vnic` next to this one).
+    #[arg(long)]
+    pub vnic_binary: Option<PathBuf>,
+    /// `local`: what happens to running instances when cloudsim exits:
+    /// `stop` (power them off) or `keep` (they run on; a restarted
+    /// cloudsim adopts them).
+    #[arg(long, default_value = "stop")]
+    pub on_exit: String,
+    /// `local`: empty polls the fabric and the NICs make after traffic
+    /// before sleeping (0: sleep at once; more: lower latency, more CPU).
+    #[arg(long, default_value_t = 64)]
+    pub dataplane_spin_polls: usize,
+    /// `local`: time an instance's processes get between SIGTERM and
+    /// SIGKILL when it stops.
+    #[arg(long, default_value = "3s", value_parser = humantime_duration)]
+    pub instance_stop_grace: Duration,
     #[arg(long)]
     pub hypervisor_log: Option<PathBuf>,
     /// Cluster time an instance spends Starting before it boots.
@@ -113,14 +150,21 @@ fn write_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
 
 /// Runs cloudsim until the environment's token is cancelled.
 pub async fn run(config: Config, env: Env) -> anyhow::Result<()> {
-    let backend: Arc<dyn HypervisorBackend> = match config.hypervisor.as_str() {
-        "recording" => Arc::new(match &config.hypervisor_log {
+    let backend = match config.hypervisor.as_str() {
+        "recording" => Backend::Given(Arc::new(match &config.hypervisor_log {
             Some(p) => RecordingBackend::with_log(p.clone()),
             None => RecordingBackend::new(),
-        }),
-        other => anyhow::bail!("unknown --hypervisor {other:?}: expected recording"),
+        })),
+        "local" => Backend::Local,
+        other => anyhow::bail!("unknown --hypervisor {other:?}: expected recording or local"),
     };
-    run_with_backend(config, env, backend).await
+    if !matches!(config.on_exit.as_str(), "stop" | "keep") {
+        anyhow::bail!(
+            "unknown --on-exit {:?}: expected stop or keep",
+            config.on_exit
+        );
+    }
+    serve(config, env, backend).await
 }
 
 /// [`run`] with a given backend (tests, the local backend).
@@ -129,6 +173,16 @@ pub async fn run_with_backend(
     env: Env,
     backend: Arc<dyn HypervisorBackend>,
 ) -> anyhow::Result<()> {
+    serve(config, env, Backend::Given(backend)).await
+}
+
+enum Backend {
+    Given(Arc<dyn HypervisorBackend>),
+    /// Built once the cloud is open (it needs the state and the fabric).
+    Local,
+}
+
+async fn serve(config: Config, env: Env, backend: Backend) -> anyhow::Result<()> {
     let store = store::Store::open(&config.data_dir)?;
     let cloud_config = CloudConfig {
         throttle_qps: config.throttle_qps,
@@ -196,7 +250,44 @@ pub async fn run_with_backend(
 
     let tasks = env.tasks.clone();
     let token = tasks.token();
+    let (backend, dataplane): (Arc<dyn HypervisorBackend>, Option<dataplane::DataPlane>) =
+        match backend {
+            Backend::Given(b) => (b, None),
+            Backend::Local => {
+                let vnic_binary = match &config.vnic_binary {
+                    Some(p) => p.clone(),
+                    None => std::env::current_exe()
+                        .context("locating this binary")?
+                        .with_file_name("ackemu-vnic"),
+                };
+                let dp = dataplane::DataPlane::start(
+                    &cloud,
+                    &tasks,
+                    dataplane::DataPlaneConfig {
+                        netns_prefix: config.netns_prefix.clone(),
+                        fabric_listen: config.fabric_listen,
+                        mtu: config.eni_mtu,
+                        conntrack_max: config.fabric_conntrack_max,
+                        drop_log: config.fabric_drop_log,
+                        vnic_binary,
+                        run_dir: config.data_dir.join("instances"),
+                        stop_grace: config.instance_stop_grace,
+                        socket_buffer_bytes: 4 << 20,
+                        spin_polls: config.dataplane_spin_polls,
+                        v: config.common.v,
+                    },
+                )
+                .await
+                .context("starting the data plane (--hypervisor local)")?;
+                (Arc::new(dp.backend.clone()), Some(dp))
+            }
+        };
     lifecycle::recover(&cloud).await;
+    let rc = cloud.clone();
+    let rb = backend.clone();
+    tasks.spawn("cloud/lifecycle/resume", async move {
+        lifecycle::resume_running(&rc, rb).await
+    });
     let lc = cloud.clone();
     let conc = config.lifecycle_concurrency;
     tasks.spawn("cloud/lifecycle", async move {
@@ -244,9 +335,14 @@ pub async fn run_with_backend(
         }
     });
 
+    let mut listen_json = serde_json::json!({"grpc": grpc_addr.to_string(), "metadata": meta_addr.to_string(), "registry": reg_addr.to_string()});
+    if let Some(dp) = &dataplane {
+        serve_on_the_wire(&cloud, &tasks, dp, &config).await?;
+        listen_json["fabric"] = serde_json::json!(dp.fabric.addr().to_string());
+        listen_json["cloud_netns"] = serde_json::json!(dp.services.netns);
+    }
     if let Some(path) = &config.listen_file {
-        let v = serde_json::json!({"grpc": grpc_addr.to_string(), "metadata": meta_addr.to_string(), "registry": reg_addr.to_string()});
-        write_file(path, &v.to_string())?;
+        write_file(path, &listen_json.to_string())?;
     }
     tracing::info!(
         "cloudsim: grpc {grpc_addr}, metadata {meta_addr}, registry {reg_addr}, data {}",
@@ -255,6 +351,85 @@ pub async fn run_with_backend(
     env.health.set_ready(true);
     token.cancelled().await;
     env.health.set_ready(false);
+    if let Some(dp) = dataplane {
+        if config.on_exit == "stop" {
+            let ids: Vec<String> = cloud.snapshot().instances.keys().cloned().collect();
+            dp.backend.power_off_all(ids).await;
+        }
+        if let Err(e) = dp.services.destroy().await {
+            tracing::warn!("removing the cloud-services namespace: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// The metadata service, the cloud API and the registry at their cloud
+/// addresses inside the cloud-services namespace (callers are seen with
+/// their ENI addresses).
+async fn serve_on_the_wire(
+    cloud: &cloud::Cloud,
+    tasks: &ackemu_base::tasks::Tasks,
+    dp: &dataplane::DataPlane,
+    config: &Config,
+) -> anyhow::Result<()> {
+    use dataplane::services::{CLOUD_API_ADDR, METADATA_ADDR, REGISTRY_ADDR, SERVICE_PORT};
+    use std::net::SocketAddrV4;
+    let token = tasks.token();
+    let meta = dp
+        .services
+        .listen(SocketAddrV4::new(METADATA_ADDR, SERVICE_PORT))
+        .await?;
+    let router = http::metadata_router(http::MetadataState {
+        cloud: cloud.clone(),
+        trust_forwarded_for: false,
+    });
+    let t = token.clone();
+    tasks.spawn("cloud/wire/metadata", async move {
+        let svc = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(meta, svc)
+            .with_graceful_shutdown(t.cancelled_owned())
+            .await
+        {
+            tracing::error!("metadata server (wire) failed: {e}");
+        }
+    });
+    let api = dp
+        .services
+        .listen(SocketAddrV4::new(CLOUD_API_ADDR, SERVICE_PORT))
+        .await?;
+    let routes = grpc::routes(cloud);
+    let t = token.clone();
+    tasks.spawn("cloud/wire/grpc", async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(tokio_stream_shim::TcpIncoming(api), t.cancelled_owned())
+            .await
+        {
+            tracing::error!("cloud grpc server (wire) failed: {e}");
+        }
+    });
+    let reg = dp
+        .services
+        .listen(SocketAddrV4::new(REGISTRY_ADDR, SERVICE_PORT))
+        .await?;
+    let router = http::registry_router(http::RegistryState {
+        cloud: cloud.clone(),
+        service: config.registry_service.clone(),
+        token_ttl_s: 300,
+    });
+    let t = token.clone();
+    tasks.spawn("cloud/wire/registry", async move {
+        if let Err(e) = axum::serve(reg, router)
+            .with_graceful_shutdown(t.cancelled_owned())
+            .await
+        {
+            tracing::error!("registry server (wire) failed: {e}");
+        }
+    });
+    tracing::info!(
+        "cloud services on the wire: metadata {METADATA_ADDR}:{SERVICE_PORT}, api {CLOUD_API_ADDR}:{SERVICE_PORT}, registry {REGISTRY_ADDR}:{SERVICE_PORT} in namespace {}",
+        dp.services.netns
+    );
     Ok(())
 }
 

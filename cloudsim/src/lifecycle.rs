@@ -173,6 +173,51 @@ pub async fn recover(cloud: &Cloud) {
     }
 }
 
+/// After a restart: asks the backend to re-attach (or boot again) every
+/// instance the state says is Running; one that cannot come back is marked
+/// Stopped with the reason.
+pub async fn resume_running(cloud: &Cloud, backend: Arc<dyn HypervisorBackend>) {
+    let s = cloud.snapshot();
+    let specs: Vec<InstanceSpec> = s
+        .instances
+        .values()
+        .filter(|i| i.status == InstanceStatus::Running)
+        .filter_map(|i| spec_of(&s, &i.id))
+        .collect();
+    let jobs = specs.into_iter().map(|spec| {
+        let backend = backend.clone();
+        async move {
+            let id = spec.instance_id.clone();
+            let res = ackemu_base::tasks::wait_on(
+                format!("hypervisor resume {id}"),
+                backend.resume(spec),
+            )
+            .await;
+            if let Err(e) = res {
+                tracing::warn!("{e}");
+                let msg = e.to_string();
+                let r = cloud
+                    .mutate(|s, _| {
+                        let Some(i) = s.instances.get_mut(&id) else {
+                            return Ok((false, ()));
+                        };
+                        if i.status != InstanceStatus::Running {
+                            return Ok((false, ()));
+                        }
+                        i.status = InstanceStatus::Stopped;
+                        i.last_error = Some(msg);
+                        Ok((true, ()))
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!("instance {id}: recording a failed resume: {e}");
+                }
+            }
+        }
+    });
+    futures::future::join_all(jobs).await;
+}
+
 /// Runs the lifecycle until the cloud's task token is cancelled.
 pub async fn run(
     cloud: Cloud,

@@ -12,7 +12,7 @@
 //!   accepted flows in a [`Conntrack`] and lets replies through without
 //!   evaluating rules again (stateful).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -395,56 +395,241 @@ pub fn ack_default_rules(pod_cidr: Ipv4Net) -> Vec<Rule> {
     ]
 }
 
-/// Connection tracking for stateful replies: the fabric records each
-/// accepted flow and asks whether a packet is a reply of one. Time is
-/// passed in (cluster milliseconds); capacity is bounded (oldest evicted).
+/// Idle timeouts of tracked flows (cluster time), by protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConntrackTimeouts {
+    pub tcp: Duration,
+    pub udp: Duration,
+    /// ICMP and every other protocol.
+    pub other: Duration,
+    /// A TCP flow after a FIN or RST was seen.
+    pub closing: Duration,
+}
+
+impl ConntrackTimeouts {
+    /// Alibaba's security groups keep idle TCP flows 910 s; UDP and ICMP
+    /// get the shorter netfilter-like values.
+    pub const DEFAULT: ConntrackTimeouts = ConntrackTimeouts {
+        tcp: Duration::from_secs(910),
+        udp: Duration::from_secs(180),
+        other: Duration::from_secs(30),
+        closing: Duration::from_secs(10),
+    };
+
+    /// The same timeout for everything.
+    pub fn uniform(d: Duration) -> ConntrackTimeouts {
+        ConntrackTimeouts {
+            tcp: d,
+            udp: d,
+            other: d,
+            closing: d,
+        }
+    }
+}
+
+/// A tracked flow: its original direction is the key it is stored under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ConnKey {
+    zone: u32,
+    flow: FlowKey,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ConnEntry {
+    last_ms: u64,
+    /// The rules revision the flow was last checked against.
+    revision: u64,
+    closing: bool,
+}
+
+/// Which way a packet of a tracked flow goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowDirection {
+    /// Same direction as the packet that opened the flow.
+    Original,
+    Reply,
+}
+
+/// What [`Conntrack::find`] knows about a packet's flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tracked {
+    pub direction: FlowDirection,
+    /// The rules revision the flow was accepted under.
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("conntrack table full: {capacity} flows tracked, none idle long enough to expire")]
+pub struct ConntrackFull {
+    pub capacity: usize,
+}
+
+/// Connection tracking for stateful security groups: the fabric records
+/// each accepted flow and asks whether a packet belongs to one (either
+/// direction). Flows live in zones (one per VPC, so overlapping address
+/// plans do not mix). Time is passed in (cluster milliseconds). Capacity is
+/// bounded: when the table is full and nothing has expired, new flows are
+/// refused (like netfilter's "table full, dropping packet") rather than
+/// silently evicting live ones.
 #[derive(Debug)]
 pub struct Conntrack {
-    entries: HashMap<FlowKey, u64>,
-    order: VecDeque<FlowKey>,
+    entries: HashMap<ConnKey, ConnEntry>,
     capacity: usize,
-    timeout_ms: u64,
+    timeouts: ConntrackTimeouts,
 }
 
 impl Conntrack {
+    /// One idle timeout for every protocol.
     pub fn new(capacity: usize, timeout: Duration) -> Conntrack {
+        Conntrack::with_timeouts(capacity, ConntrackTimeouts::uniform(timeout))
+    }
+
+    pub fn with_timeouts(capacity: usize, timeouts: ConntrackTimeouts) -> Conntrack {
         Conntrack {
-            entries: HashMap::with_capacity(capacity.min(1 << 16)),
-            order: VecDeque::new(),
+            entries: HashMap::with_capacity(capacity.min(1 << 14)),
             capacity: capacity.max(1),
-            timeout_ms: timeout.as_millis() as u64,
+            timeouts,
         }
     }
 
-    /// Records that `flow` (original direction) was accepted at `now_ms`;
-    /// refreshes its expiry if present.
-    pub fn record(&mut self, flow: FlowKey, now_ms: u64) {
-        if self.entries.insert(flow, now_ms).is_none() {
-            self.order.push_back(flow);
-            while self.entries.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.entries.remove(&old);
-                } else {
-                    break;
-                }
+    fn timeout_ms(&self, flow: &FlowKey, e: &ConnEntry) -> u64 {
+        let d = if e.closing {
+            self.timeouts.closing
+        } else {
+            match flow.protocol {
+                6 => self.timeouts.tcp,
+                17 => self.timeouts.udp,
+                _ => self.timeouts.other,
             }
-        }
+        };
+        d.as_millis() as u64
     }
 
-    /// Whether `packet` belongs to a tracked flow, either direction; a hit
-    /// refreshes the entry.
+    fn live(&self, key: &ConnKey, e: &ConnEntry, now_ms: u64) -> bool {
+        now_ms.saturating_sub(e.last_ms) <= self.timeout_ms(&key.flow, e)
+    }
+
+    /// Records that `flow` (original direction) was accepted at `now_ms`
+    /// in zone 0; refreshes it if present. `false` when the table is full.
+    pub fn record(&mut self, flow: FlowKey, now_ms: u64) -> bool {
+        self.track(0, flow, now_ms, 0).is_ok()
+    }
+
+    /// Whether `packet` belongs to a tracked flow of zone 0, either
+    /// direction; a hit refreshes the entry.
     pub fn established(&mut self, packet: &FlowKey, now_ms: u64) -> bool {
-        for key in [*packet, packet.reversed()] {
-            if let Some(seen) = self.entries.get_mut(&key) {
-                if now_ms.saturating_sub(*seen) <= self.timeout_ms {
-                    *seen = now_ms;
-                    return true;
-                }
-                self.entries.remove(&key);
-                self.order.retain(|k| *k != key);
+        self.find(0, packet, now_ms).is_some()
+    }
+
+    /// Starts tracking `flow` (its original direction) in `zone`, accepted
+    /// under rules `revision`; refreshes an existing entry.
+    pub fn track(
+        &mut self,
+        zone: u32,
+        flow: FlowKey,
+        now_ms: u64,
+        revision: u64,
+    ) -> Result<(), ConntrackFull> {
+        let key = ConnKey { zone, flow };
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.last_ms = now_ms;
+            e.revision = revision;
+            return Ok(());
+        }
+        if self.entries.len() >= self.capacity {
+            self.sweep(now_ms);
+            if self.entries.len() >= self.capacity {
+                return Err(ConntrackFull {
+                    capacity: self.capacity,
+                });
             }
         }
-        false
+        self.entries.insert(
+            key,
+            ConnEntry {
+                last_ms: now_ms,
+                revision,
+                closing: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// The tracked flow `packet` belongs to in `zone`, if any (either
+    /// direction); a hit refreshes the entry, an expired entry is removed.
+    pub fn find(&mut self, zone: u32, packet: &FlowKey, now_ms: u64) -> Option<Tracked> {
+        for (flow, direction) in [
+            (*packet, FlowDirection::Original),
+            (packet.reversed(), FlowDirection::Reply),
+        ] {
+            let key = ConnKey { zone, flow };
+            let Some(e) = self.entries.get(&key).copied() else {
+                continue;
+            };
+            if !self.live(&key, &e, now_ms) {
+                self.entries.remove(&key);
+                continue;
+            }
+            if let Some(e) = self.entries.get_mut(&key) {
+                e.last_ms = now_ms;
+            }
+            return Some(Tracked {
+                direction,
+                revision: e.revision,
+            });
+        }
+        None
+    }
+
+    fn key_of(&self, zone: u32, packet: &FlowKey) -> Option<ConnKey> {
+        [*packet, packet.reversed()]
+            .into_iter()
+            .map(|flow| ConnKey { zone, flow })
+            .find(|k| self.entries.contains_key(k))
+    }
+
+    /// Notes that the flow of `packet` was re-checked under `revision`.
+    pub fn set_revision(&mut self, zone: u32, packet: &FlowKey, revision: u64) {
+        if let Some(k) = self.key_of(zone, packet)
+            && let Some(e) = self.entries.get_mut(&k)
+        {
+            e.revision = revision;
+        }
+    }
+
+    /// A FIN or RST was seen: the flow expires after the closing timeout.
+    pub fn mark_closing(&mut self, zone: u32, packet: &FlowKey) {
+        if let Some(k) = self.key_of(zone, packet)
+            && let Some(e) = self.entries.get_mut(&k)
+        {
+            e.closing = true;
+        }
+    }
+
+    /// Stops tracking the flow of `packet` (either direction).
+    pub fn forget(&mut self, zone: u32, packet: &FlowKey) {
+        if let Some(k) = self.key_of(zone, packet) {
+            self.entries.remove(&k);
+        }
+    }
+
+    /// Removes expired flows; returns how many.
+    pub fn sweep(&mut self, now_ms: u64) -> usize {
+        let before = self.entries.len();
+        let t = self.timeouts;
+        self.entries.retain(|k, e| {
+            let d = if e.closing {
+                t.closing
+            } else {
+                match k.flow.protocol {
+                    6 => t.tcp,
+                    17 => t.udp,
+                    _ => t.other,
+                }
+            };
+            now_ms.saturating_sub(e.last_ms) <= d.as_millis() as u64
+        });
+        before - self.entries.len()
     }
 
     pub fn len(&self) -> usize {
@@ -453,6 +638,10 @@ impl Conntrack {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 }
 
@@ -926,20 +1115,60 @@ mod tests {
         let mut ct = Conntrack::new(2, Duration::from_secs(60));
         let f = flow(Protocol::Tcp, "192.168.0.6", "192.168.0.5", 10250);
         assert!(!ct.established(&f.reversed(), 0));
-        ct.record(f, 1_000);
+        assert!(ct.record(f, 1_000));
         assert!(ct.established(&f.reversed(), 2_000));
         assert!(ct.established(&f, 50_000));
         assert!(!ct.established(&f.reversed(), 50_000 + 60_001));
         assert!(ct.is_empty());
-        // Bounded: the oldest flow is evicted.
+        // Bounded: a full table refuses new flows until old ones expire.
         let a = flow(Protocol::Udp, "1.1.1.1", "2.2.2.2", 1);
         let b = flow(Protocol::Udp, "1.1.1.1", "2.2.2.2", 2);
         let c = flow(Protocol::Udp, "1.1.1.1", "2.2.2.2", 3);
-        ct.record(a, 0);
-        ct.record(b, 0);
-        ct.record(c, 0);
+        assert!(ct.record(a, 0));
+        assert!(ct.record(b, 0));
+        assert!(!ct.record(c, 1));
         assert_eq!(ct.len(), 2);
-        assert!(!ct.established(&a, 1));
-        assert!(ct.established(&c, 1));
+        assert!(ct.established(&a, 1));
+        assert!(!ct.established(&c, 1));
+        assert!(ct.record(c, 60_002), "expired flows make room");
+        assert_eq!(ct.len(), 1);
+    }
+
+    #[test]
+    fn conntrack_zones_revisions_and_closing() {
+        let mut ct = Conntrack::with_timeouts(
+            10,
+            ConntrackTimeouts {
+                tcp: Duration::from_secs(900),
+                udp: Duration::from_secs(100),
+                other: Duration::from_secs(30),
+                closing: Duration::from_secs(10),
+            },
+        );
+        let t = flow(Protocol::Tcp, "192.168.0.6", "192.168.0.5", 80);
+        ct.track(1, t, 0, 7).unwrap();
+        // Another zone (VPC) does not see it.
+        assert_eq!(ct.find(2, &t, 1), None);
+        assert_eq!(
+            ct.find(1, &t.reversed(), 1),
+            Some(Tracked {
+                direction: FlowDirection::Reply,
+                revision: 7
+            })
+        );
+        ct.set_revision(1, &t.reversed(), 8);
+        assert_eq!(ct.find(1, &t, 2).unwrap().revision, 8);
+        // TCP lives long until closing, then 10 s.
+        assert!(ct.find(1, &t, 800_000).is_some());
+        ct.mark_closing(1, &t.reversed());
+        assert!(ct.find(1, &t, 809_000).is_some());
+        assert!(ct.find(1, &t, 819_001).is_none());
+        // UDP uses its own timeout; sweep removes expired flows.
+        let u = flow(Protocol::Udp, "192.168.0.6", "192.168.0.5", 53);
+        ct.track(1, u, 0, 1).unwrap();
+        ct.track(1, t, 0, 1).unwrap();
+        assert_eq!(ct.sweep(100_001), 1);
+        ct.forget(1, &t.reversed());
+        assert!(ct.is_empty());
     }
 }

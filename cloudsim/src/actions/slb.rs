@@ -154,7 +154,19 @@ fn lb_json(lb: &LoadBalancer, s: &State) -> Value {
         "LoadBalancerId": lb.id, "LoadBalancerName": lb.name, "Address": lb.address.to_string(),
         "AddressType": "intranet", "NetworkType": "vpc", "VpcId": lb.vpc_id, "VSwitchId": lb.vswitch_id,
         "LoadBalancerStatus": "active", "RegionId": s.region, "CreateTime": iso8601(lb.creation_unix_ms),
+        "BackendServers": {"BackendServer": lb.backends.iter().map(|b| backend_health_json(lb, b)).collect::<Vec<_>>()},
     })
+}
+
+/// A backend with its health on every listener (what the data plane last
+/// reported).
+fn backend_health_json(lb: &LoadBalancer, b: &Backend) -> Value {
+    let per_listener: Vec<Value> = lb
+        .listeners
+        .values()
+        .map(|l| json!({"ListenerPort": l.port, "ServerHealthStatus": backend_health(l, b).as_str()}))
+        .collect();
+    json!({"ServerId": b.server_id, "Weight": b.weight, "Type": "ecs", "ListenerHealth": per_listener})
 }
 
 fn describe_load_balancers(ctx: &mut Ctx<'_>, s: &State, p: &Params) -> CloudResult<Value> {

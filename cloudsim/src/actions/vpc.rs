@@ -53,6 +53,14 @@ pub const ACTIONS: &[ActionDef] = &[
         name: "DeleteRouteEntry",
         handler: Handler::Write(delete_route_entry),
     },
+    ActionDef {
+        name: "DescribeFabricDrops",
+        handler: Handler::Read(describe_fabric_drops),
+    },
+    ActionDef {
+        name: "DescribeFabricCounters",
+        handler: Handler::Read(describe_fabric_counters),
+    },
 ];
 
 /// The address block cloud services live in; every VPC routes it.
@@ -435,4 +443,56 @@ fn delete_route_entry(ctx: &mut Ctx<'_>, s: &mut State, p: &Params) -> CloudResu
     let rec = s.route_tables.get_mut(&id).expect("checked above");
     rec.table.remove(dst, hop.as_ref())?;
     Ok(json!({}))
+}
+
+fn fabric<'a>(ctx: &'a Ctx<'_>) -> CloudResult<&'a crate::dataplane::fabric::Fabric> {
+    ctx.fabric.as_ref().ok_or_else(|| {
+        CloudError::new(
+            "OperationDenied.NoDataPlane",
+            "The VPC fabric is not running: start cloudsim with --hypervisor local.",
+            400,
+        )
+    })
+}
+
+/// Why packets died: the fabric's drop log, newest first. Filters:
+/// `InstanceId` (source or destination), `Reason` (NoRoute, SecurityGroup,
+/// NoSuchAddress, InstanceNotRunning, Malformed, UnknownSource, …),
+/// `IpAddress` (source or destination), `MaxResults` (1–1000, default 100).
+fn describe_fabric_drops(ctx: &mut Ctx<'_>, s: &State, p: &Params) -> CloudResult<Value> {
+    ctx.authorize(&[arn(s, "vpc", "vpc/*")])?;
+    let ip = p
+        .opt("IpAddress")
+        .map(|a| {
+            a.parse().map_err(|_| {
+                CloudError::invalid_param(format!(
+                    "The specified IpAddress {a:?} is not an IPv4 address."
+                ))
+            })
+        })
+        .transpose()?;
+    let limit = match p.opt_u64("MaxResults")? {
+        None => 100,
+        Some(n) if (1..=1000).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(CloudError::invalid_param(format!(
+                "The specified MaxResults {n} is not between 1 and 1000."
+            )));
+        }
+    };
+    let filter = crate::dataplane::stats::DropFilter {
+        reason: p.opt("Reason").map(str::to_owned),
+        instance_id: p.opt("InstanceId").map(str::to_owned),
+        ip,
+        limit,
+    };
+    Ok(fabric(ctx)?.with_stats(|st| st.drops_json(&filter)))
+}
+
+/// Per-ENI packet/byte counters, per-rule hit counters, drops by reason and
+/// the conntrack size. Filter: `InstanceId`.
+fn describe_fabric_counters(ctx: &mut Ctx<'_>, s: &State, p: &Params) -> CloudResult<Value> {
+    ctx.authorize(&[arn(s, "vpc", "vpc/*")])?;
+    let id = p.opt("InstanceId");
+    Ok(fabric(ctx)?.with_stats(|st| st.counters_json(id)))
 }

@@ -2,6 +2,8 @@
 //! through the gRPC API, the CLI module and `curl`.
 
 mod api;
+mod dataplane;
+mod netlab;
 mod registry;
 mod sts;
 
@@ -108,6 +110,17 @@ impl Cloudsim {
     pub fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the process to exit (graceful shutdown).
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        poll("cloudsim to exit after SIGTERM", 60, || {
+            let st = self.child.try_wait().ok().flatten();
+            async move { st }
+        })
+        .await
     }
 
     /// Hypervisor events recorded so far.

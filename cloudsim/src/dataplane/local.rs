@@ -1,0 +1,368 @@
+//! The local hypervisor backend: an ECS instance is a network namespace
+//! `<prefix><instance-id>` whose `eth0` is a TUN device owned by the
+//! instance's `ackemu-vnic` process, which pumps its packets to the fabric
+//! and runs its UserData. Per-instance files (UserData, its output, the
+//! NIC's log and pid) live in `<run_dir>/<instance-id>/`.
+//!
+//! Stop and delete leave nothing behind: the NIC is detached from the
+//! fabric, the vnic stops every process of the instance (it is their
+//! subreaper), strays still inside the namespace are killed, and the
+//! namespace is deleted (its TUN goes with it).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ackemu_base::clock::Clock;
+use futures::future::BoxFuture;
+use nix::sys::signal::Signal;
+use tokio::io::AsyncBufReadExt as _;
+
+use super::fabric::Fabric;
+use super::netns::{self, DataplaneError, Result};
+use super::vnic::TOKEN_ENV;
+use super::wire;
+use crate::cloud::Cloud;
+use crate::hypervisor::{HypervisorBackend, HypervisorError, InstanceSpec};
+
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// Namespaces are `<prefix><instance-id>`.
+    pub netns_prefix: String,
+    /// Per-instance files.
+    pub run_dir: PathBuf,
+    pub vnic_binary: PathBuf,
+    /// The ENI MTU.
+    pub mtu: usize,
+    /// How long an instance's processes get between SIGTERM and SIGKILL
+    /// (cluster time).
+    pub stop_grace: Duration,
+    pub socket_buffer_bytes: usize,
+    /// Passed to the NICs (`--spin-polls`).
+    pub spin_polls: usize,
+    /// Verbosity passed to the NICs.
+    pub v: u8,
+}
+
+struct Inner {
+    cfg: LocalConfig,
+    fabric: Fabric,
+    cloud: Cloud,
+    /// Real time for waiting on processes (process start-up does not speed
+    /// up with the cluster clock).
+    real: Clock,
+}
+
+/// See the module documentation.
+#[derive(Clone)]
+pub struct LocalBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct NicRecord {
+    pid: i32,
+    fabric: String,
+}
+
+fn herr(op: &'static str, id: &str, e: DataplaneError) -> HypervisorError {
+    HypervisorError {
+        op,
+        instance_id: id.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+impl LocalBackend {
+    pub fn new(cfg: LocalConfig, fabric: Fabric, cloud: Cloud) -> LocalBackend {
+        LocalBackend {
+            inner: Arc::new(Inner {
+                cfg,
+                fabric,
+                cloud,
+                real: Clock::real(),
+            }),
+        }
+    }
+
+    pub fn netns_name(&self, instance_id: &str) -> String {
+        format!("{}{instance_id}", self.inner.cfg.netns_prefix)
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.inner.cfg.run_dir.join(id)
+    }
+
+    fn record(&self, id: &str) -> Option<NicRecord> {
+        std::fs::read_to_string(self.dir(id).join("vnic.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+    }
+
+    /// The pid of `id`'s NIC if it runs.
+    pub fn nic_pid(&self, id: &str) -> Option<i32> {
+        let r = self.record(id)?;
+        (netns::alive(r.pid) && netns::cmdline(r.pid).contains(id)).then_some(r.pid)
+    }
+
+    async fn boot_inner(&self, spec: &InstanceSpec) -> Result<()> {
+        let id = &spec.instance_id;
+        let cfg = &self.inner.cfg;
+        let ns = self.netns_name(id);
+        let dir = self.dir(id);
+        self.teardown(id, false).await?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| DataplaneError::new(format!("creating {}", dir.display()), e))?;
+        netns::add(&ns).await?;
+        let fabric = &self.inner.fabric;
+        fabric.expect(id);
+        let token = wire::token(&self.inner.cloud.snapshot().signing_key, id);
+        let log = std::fs::File::create(dir.join("vnic.log"))
+            .map_err(|e| DataplaneError::new("creating vnic.log", e))?;
+        let mut cmd = tokio::process::Command::new(&cfg.vnic_binary);
+        cmd.arg("--netns")
+            .arg(&ns)
+            .args(["--instance-id", id])
+            .arg("--fabric")
+            .arg(fabric.addr().to_string())
+            .arg("--address")
+            .arg(format!("{}/{}", spec.private_ip, spec.prefix_len))
+            .arg("--gateway")
+            .arg(spec.gateway.to_string())
+            .arg("--mtu")
+            .arg(cfg.mtu.to_string())
+            .arg("--stop-grace-ms")
+            .arg(
+                self.inner
+                    .cloud
+                    .clock()
+                    .to_real(cfg.stop_grace)
+                    .as_millis()
+                    .to_string(),
+            )
+            .arg("--socket-buffer-bytes")
+            .arg(cfg.socket_buffer_bytes.to_string())
+            .arg("--spin-polls")
+            .arg(cfg.spin_polls.to_string())
+            .arg("--v")
+            .arg(cfg.v.to_string())
+            .arg("--env")
+            .arg(format!("ACKEMU_PRIVATE_IP={}", spec.private_ip))
+            .arg("--env")
+            .arg(format!("ACKEMU_HOSTNAME={}", spec.host_name));
+        if !spec.user_data.is_empty() {
+            let ud = dir.join("user-data");
+            std::fs::write(&ud, &spec.user_data)
+                .map_err(|e| DataplaneError::new(format!("writing {}", ud.display()), e))?;
+            cmd.arg("--user-data")
+                .arg(&ud)
+                .arg("--user-data-log")
+                .arg(dir.join("user-data.log"));
+        }
+        cmd.env(TOKEN_ENV, token)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .process_group(0);
+        let mut child = cmd.spawn().map_err(|e| {
+            DataplaneError::new(format!("starting {}", cfg.vnic_binary.display()), e)
+        })?;
+        let pid = child.id().unwrap_or(0) as i32;
+        let rec = NicRecord {
+            pid,
+            fabric: fabric.addr().to_string(),
+        };
+        std::fs::write(
+            dir.join("vnic.json"),
+            serde_json::to_string(&rec).unwrap_or_default(),
+        )
+        .map_err(|e| DataplaneError::new("writing vnic.json", e))?;
+        let stdout = child.stdout.take();
+        let tasks = self.inner.cloud.tasks().clone();
+        let wid = id.clone();
+        let token = tasks.token();
+        tasks.spawn(format!("vnic/{id}/wait"), async move {
+            tokio::select! {
+                r = child.wait() => match r {
+                    Ok(st) => tracing::info!("vnic of {wid} exited: {st}"),
+                    Err(e) => tracing::warn!("waiting for the vnic of {wid}: {e}"),
+                },
+                // Shutting down: powered-off NICs have exited by now; with
+                // --on-exit keep they run on without us.
+                () = token.cancelled() => {}
+            }
+        });
+        let ready = self
+            .inner
+            .real
+            .timeout(Duration::from_secs(20), async move {
+                let mut lines = tokio::io::BufReader::new(stdout?).lines();
+                lines.next_line().await.ok().flatten()
+            })
+            .await;
+        if ready.ok().flatten().as_deref() != Some("ready") {
+            let tail = std::fs::read_to_string(dir.join("vnic.log")).unwrap_or_default();
+            let tail: String = tail.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+            self.teardown(id, false).await?;
+            return Err(DataplaneError::new(
+                format!("starting the nic of {id}"),
+                format!("it did not report ready; its log ends: {tail}"),
+            ));
+        }
+        self.wait_attached(id, Duration::from_secs(10)).await
+    }
+
+    async fn wait_attached(&self, id: &str, within: Duration) -> Result<()> {
+        let real = &self.inner.real;
+        let deadline = real.now() + within;
+        while self.inner.fabric.attachment(id).is_none() {
+            if real.now() >= deadline {
+                return Err(DataplaneError::new(
+                    format!("attaching the nic of {id}"),
+                    "no hello reached the fabric",
+                ));
+            }
+            real.sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// Stops everything of `id` and deletes its namespace; with
+    /// `remove_files` also its run directory.
+    pub async fn teardown(&self, id: &str, remove_files: bool) -> Result<()> {
+        let ns = self.netns_name(id);
+        self.inner.fabric.detach(id);
+        let real = &self.inner.real;
+        if let Some(pid) = self.nic_pid(id) {
+            netns::signal(pid, Signal::SIGTERM);
+            let grace = self.inner.cloud.clock().to_real(self.inner.cfg.stop_grace)
+                + Duration::from_secs(2);
+            let deadline = real.now() + grace;
+            while netns::alive(pid) && real.now() < deadline {
+                real.sleep(Duration::from_millis(10)).await;
+            }
+            if netns::alive(pid) {
+                netns::signal(pid, Signal::SIGKILL);
+            }
+        }
+        // Strays: anything still inside the namespace.
+        for _ in 0..250 {
+            let left = netns::pids_in(&ns);
+            if left.is_empty() {
+                break;
+            }
+            for p in left {
+                netns::signal(p, Signal::SIGKILL);
+            }
+            real.sleep(Duration::from_millis(20)).await;
+        }
+        netns::del(&ns).await?;
+        let dir = self.dir(id);
+        let _ = std::fs::remove_file(dir.join("vnic.json"));
+        if remove_files {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok(())
+    }
+
+    /// After a cloudsim restart: keeps a running instance whose NIC is
+    /// alive and talks to this fabric address (it re-attaches with its next
+    /// hello); boots it again otherwise.
+    pub async fn resume(&self, spec: &InstanceSpec) -> Result<()> {
+        let id = &spec.instance_id;
+        let same_fabric = self
+            .record(id)
+            .is_some_and(|r| r.fabric == self.inner.fabric.addr().to_string());
+        if netns::exists(&self.netns_name(id)) && self.nic_pid(id).is_some() && same_fabric {
+            self.inner.fabric.expect(id);
+            if self.wait_attached(id, Duration::from_secs(5)).await.is_ok() {
+                tracing::info!("instance {id}: adopted its running nic");
+                return Ok(());
+            }
+        }
+        self.boot_inner(spec).await
+    }
+
+    /// Powers off every instance this backend knows about (the ids given
+    /// and every namespace with our prefix).
+    pub async fn power_off_all(&self, ids: impl IntoIterator<Item = String>) {
+        let prefix = &self.inner.cfg.netns_prefix;
+        let mut all: Vec<String> = ids.into_iter().collect();
+        for ns in netns::list() {
+            if let Some(id) = ns.strip_prefix(prefix.as_str())
+                && id.starts_with("i-")
+                && !all.iter().any(|x| x == id)
+            {
+                all.push(id.to_owned());
+            }
+        }
+        let jobs = all.iter().map(|id| async move {
+            if let Err(e) = self.teardown(id, false).await {
+                tracing::warn!("powering off {id}: {e}");
+            }
+        });
+        futures::future::join_all(jobs).await;
+    }
+}
+
+impl HypervisorBackend for LocalBackend {
+    fn boot(
+        &self,
+        spec: InstanceSpec,
+    ) -> BoxFuture<'static, std::result::Result<(), HypervisorError>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let id = spec.instance_id.clone();
+            me.boot_inner(&spec)
+                .await
+                .map_err(|e| herr("boot", &id, e))?;
+            if me.inner.cloud.tasks().token().is_cancelled() {
+                // Shutting down: do not leave an instance behind.
+                let _ = me.teardown(&id, false).await;
+                return Err(HypervisorError {
+                    op: "boot",
+                    instance_id: id,
+                    message: "cloudsim is shutting down".into(),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn stop(
+        &self,
+        instance_id: String,
+    ) -> BoxFuture<'static, std::result::Result<(), HypervisorError>> {
+        let me = self.clone();
+        Box::pin(async move {
+            me.teardown(&instance_id, false)
+                .await
+                .map_err(|e| herr("stop", &instance_id, e))
+        })
+    }
+
+    fn delete(
+        &self,
+        instance_id: String,
+    ) -> BoxFuture<'static, std::result::Result<(), HypervisorError>> {
+        let me = self.clone();
+        Box::pin(async move {
+            me.teardown(&instance_id, true)
+                .await
+                .map_err(|e| herr("delete", &instance_id, e))
+        })
+    }
+
+    fn resume(
+        &self,
+        spec: InstanceSpec,
+    ) -> BoxFuture<'static, std::result::Result<(), HypervisorError>> {
+        let me = self.clone();
+        Box::pin(async move {
+            let id = spec.instance_id.clone();
+            LocalBackend::resume(&me, &spec)
+                .await
+                .map_err(|e| herr("resume", &id, e))
+        })
+    }
+}
