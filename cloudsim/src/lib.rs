@@ -103,7 +103,7 @@ pub struct Config {
     pub on_exit: String,
     /// `local`: empty polls the fabric and the NICs make after traffic
     /// before sleeping (0: sleep at once; more: lower latency, more CPU).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 16)]
     pub dataplane_spin_polls: usize,
     /// `local`: time an instance's processes get between SIGTERM and
     /// SIGKILL when it stops.
@@ -122,8 +122,9 @@ pub struct Config {
     pub throttle_qps: f64,
     #[arg(long, default_value_t = 400.0)]
     pub throttle_burst: f64,
-    /// Let loopback callers of the metadata service name their instance
-    /// address in X-Forwarded-For (the fabric's proxy; tests).
+    /// Let loopback callers of the metadata service on --metadata-listen
+    /// name their instance address in X-Forwarded-For (tests, host-side
+    /// tools). On the wire (`local`) it sees callers' ENI addresses.
     #[arg(long)]
     pub metadata_trust_forwarded_for: bool,
     /// Concurrent instance lifecycle operations.

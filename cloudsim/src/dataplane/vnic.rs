@@ -74,7 +74,7 @@ pub struct VnicArgs {
     pub socket_buffer_bytes: usize,
     /// Empty polls before the pump goes back to sleep after traffic (0:
     /// sleep at once). Trades a little CPU for one wakeup less per hop.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 16)]
     pub spin_polls: usize,
     #[arg(long = "v", default_value_t = 0)]
     pub v: u8,
