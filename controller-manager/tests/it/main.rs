@@ -1,0 +1,11 @@
+//! Integration tests: the controller-manager against a real API server
+//! process (`ackemu-apiserver` on a real etcd), with the test itself
+//! playing the kubelet where pods must become ready.
+
+mod bootstrap;
+mod gc;
+mod harness;
+mod namespace;
+mod nodes;
+mod services;
+mod workloads;
