@@ -21,11 +21,15 @@
 //! - [`cloud`]: route, service (SLB) and cloud node controllers;
 //! - [`autoscaler`]: cluster-autoscaler scale-up and scale-down.
 //!
-//! It must not know about transports, the API server's client, the cloud's
-//! client, processes or the real clock: the drivers own all IO, and every
-//! core here is deterministic given its inputs. It must not depend on other
-//! component crates (the scheduler's fit check is re-implemented in
-//! [`util::fit`]).
+//! [`runtime`] is the process around the cores: shared informers, keyed
+//! rate-limited work queues, one driver per controller performing the
+//! writes a core returns, the event recorder and leader election.
+//!
+//! The cores must not know about transports, the API server's client, the
+//! cloud's client, processes or the real clock: only [`runtime`] does IO,
+//! and every core is deterministic given its inputs. The crate must not
+//! depend on other component crates (the scheduler's fit check is
+//! re-implemented in [`util::fit`]).
 
 pub mod autoscaler;
 pub mod bootstrap;

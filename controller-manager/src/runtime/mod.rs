@@ -40,6 +40,9 @@ pub use worker::{Next, Queue};
 
 use crate::util::Now;
 
+/// How long `run` waits for its tasks after the stop signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Every controller this binary runs (`--controllers`).
 pub const ALL_CONTROLLERS: &[&str] = &[
     "replicaset",
@@ -388,7 +391,7 @@ pub async fn run(config: Config, env: Env) -> Result<(), RunError> {
         tracing::info!("successfully acquired lease kube-system/kube-controller-manager");
         let token = env.tasks.token();
         env.tasks.spawn("leader watch", async move {
-            if leader.wait_for(|l| !*l).await.is_ok() {
+            if leader.wait_for(|l| !*l).await.is_ok() && !token.is_cancelled() {
                 tracing::error!("leaderelection lost");
                 token.cancel();
             }
@@ -396,6 +399,15 @@ pub async fn run(config: Config, env: Env) -> Result<(), RunError> {
     }
     let _h = start(config, &env).await?;
     env.tasks.token().cancelled().await;
-    env.tasks.shutdown().await;
+    // Bounded: an open API connection's task ends only when the server
+    // closes it.
+    if env
+        .clock
+        .timeout(SHUTDOWN_GRACE, env.tasks.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("tasks still running after {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
     Ok(())
 }
