@@ -11,6 +11,7 @@
 //! The container process outlives runc; the runtime (a child subreaper)
 //! inherits and reaps it, as containerd-shim does.
 
+pub mod ns;
 pub mod spec;
 
 use std::fs::File;
@@ -22,7 +23,6 @@ use ackemu_base::tasks::Tasks;
 use ackemu_base::{CommonArgs, Env};
 use ackemu_proto::ackemu::node::v1 as pb;
 use anyhow::Context as _;
-use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 
 use crate::paths::NodePaths;
@@ -279,6 +279,7 @@ impl Runc {
             scope: if bus.is_some() { scope } else { String::new() },
             env: spec.process.env.clone(),
             cwd: spec.process.cwd.clone(),
+            mount_ns: true,
         };
         write_atomic(
             &dir.join("state.json"),
@@ -312,9 +313,13 @@ impl Runc {
         if !spec.process.cwd.is_empty() {
             cmd.current_dir(&spec.process.cwd);
         }
-        let netns = spec.netns.clone();
+        let target = ns::Target {
+            netns: spec.netns.as_deref().map(PathBuf::from),
+            new_mounts: Some(spec.mounts.clone()),
+            join_mnt: None,
+        };
         let program = spec.process.args[0].clone();
-        let child = spawn_in_netns(&self.tasks, netns.as_deref().map(Path::new), cmd).await?;
+        let child = spawn_in(&self.tasks, &target, cmd).await?;
         let child = child.map_err(io(format!("starting container process {program}")))?;
         Ok(child.id())
     }
@@ -374,9 +379,15 @@ impl Runc {
         if !st.cwd.is_empty() {
             cmd.current_dir(&st.cwd);
         }
-        // Join the namespace the container's process lives in.
-        let ns = PathBuf::from(format!("/proc/{}/ns/net", st.pid));
-        let mut child = spawn_in_netns(&self.tasks, Some(&ns), cmd)
+        // Join the namespaces the container's process lives in.
+        let target = ns::Target {
+            netns: Some(PathBuf::from(format!("/proc/{}/ns/net", st.pid))),
+            new_mounts: None,
+            join_mnt: st
+                .mount_ns
+                .then(|| PathBuf::from(format!("/proc/{}/ns/mnt", st.pid))),
+        };
+        let mut child = spawn_in(&self.tasks, &target, cmd)
             .await?
             .map_err(io(format!("exec {}", args[0])))?;
         let status = self
@@ -405,25 +416,20 @@ fn open_stdio(path: Option<&str>) -> Result<Stdio, RuncError> {
     }
 }
 
-/// Spawn `cmd` from a fresh thread that first `setns`es into `netns`.
-async fn spawn_in_netns(
+/// Spawn `cmd` from a fresh thread that first enters `target`'s
+/// namespaces, so the child is born inside them.
+async fn spawn_in(
     tasks: &Tasks,
-    netns: Option<&Path>,
+    target: &ns::Target,
     mut cmd: std::process::Command,
 ) -> Result<std::io::Result<std::process::Child>, RuncError> {
-    let ns = match netns {
-        Some(p) => Some(File::open(p).map_err(io(format!("opening netns {}", p.display())))?),
-        None => None,
-    };
+    let opened = target.open().map_err(|e| RuncError::Io {
+        what: "opening the container's namespaces".into(),
+        source: e,
+    })?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     tasks.spawn_thread("runc/setns-spawn", move || {
-        let r = (|| {
-            if let Some(ns) = &ns {
-                nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| std::io::Error::other(format!("setns: {e}")))?;
-            }
-            cmd.spawn()
-        })();
+        let r = opened.enter().and_then(|()| cmd.spawn());
         let _ = tx.send(r);
     });
     rx.await

@@ -35,6 +35,21 @@ pub struct Spec {
     /// Where the process' stderr goes.
     #[serde(default)]
     pub stderr: Option<String>,
+    /// Bind mounts made in the container's private mount namespace.
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+}
+
+/// One bind mount (`mounts[]` of the OCI spec, type `bind`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Mount {
+    /// Path inside the container.
+    pub destination: String,
+    /// Host path.
+    pub source: String,
+    /// Mounted read-only (`ro` in the OCI options).
+    #[serde(default)]
+    pub readonly: bool,
 }
 
 impl Spec {
@@ -74,6 +89,9 @@ pub struct State {
     pub env: Vec<String>,
     /// Working directory (for exec).
     pub cwd: String,
+    /// Whether the process has its own mount namespace (exec joins it).
+    #[serde(default)]
+    pub mount_ns: bool,
 }
 
 #[cfg(test)]

@@ -585,6 +585,14 @@ impl Runtime {
                 sb.config.cgroup_parent.clone(),
             )
         };
+        for m in &config.mounts {
+            if !m.container_path.starts_with('/') || !m.host_path.starts_with('/') {
+                return Err(RuntimeError::InvalidArgument(format!(
+                    "mount {:?} -> {:?}: expected absolute host and container paths",
+                    m.host_path, m.container_path
+                )));
+            }
+        }
         let image = config.image.clone().unwrap_or_default().image;
         let mut argv: Vec<String> = config.command.clone();
         if argv.is_empty() {
@@ -645,6 +653,15 @@ impl Runtime {
             cgroups_path: format!("{parent}:cri-ackemu:{id}"),
             stdout: Some(dir.join("stdout.fifo").display().to_string()),
             stderr: Some(dir.join("stderr.fifo").display().to_string()),
+            mounts: config
+                .mounts
+                .iter()
+                .map(|m| crate::runc::spec::Mount {
+                    destination: m.container_path.clone(),
+                    source: m.host_path.clone(),
+                    readonly: m.readonly,
+                })
+                .collect(),
         };
         std::fs::write(
             dir.join("config.json"),

@@ -4,5 +4,7 @@
 mod cni;
 mod proxy;
 mod runtime;
+mod server_mounts;
+mod server_rig;
 mod systemd;
 mod util;
