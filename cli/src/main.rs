@@ -33,11 +33,14 @@ enum Command {
     Logs(cluster::LogsArgs),
     /// Inject faults into running processes: failpoints, clock offsets, task dumps.
     Chaos(chaos::ChaosArgs),
+    /// Forward TCP between the host's loopback and instances' namespaces (used by `up`).
+    #[command(hide = true)]
+    Forward(cluster::forward::ForwardArgs),
     /// Call the fake cloud like the aliyun CLI: `ackemu cloud vpc DescribeVpcs --RegionId cn-hangzhou`.
     Cloud(ackemu_cloudsim::cli::Args),
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -47,6 +50,7 @@ async fn main() -> std::process::ExitCode {
         Command::Logs(args) => cluster::logs(args),
         Command::Chaos(args) => chaos::run(args).await,
         Command::Cloud(args) => ackemu_cloudsim::cli::run(args).await,
+        Command::Forward(args) => cluster::forward::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

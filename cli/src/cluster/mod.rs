@@ -1,12 +1,18 @@
 //! `ackemu up | down | status | logs`: a local cluster as detached
 //! processes on this machine, described by `<data-dir>/cluster.json`.
 //!
-//! Today the launcher starts what has landed: three store members, the
-//! fake cloud and the API server, and writes an admin kubeconfig. The node
-//! agents, controllers and add-ons join it as their components land
-//! (ARCHITECTURE.md).
+//! The layout is ACK's: three store members on the host (their peers and
+//! clients talk over the loopback underlay), the fake cloud with the local
+//! hypervisor, a VPC whose master ECS instance (a network namespace on the
+//! fabric) runs the API server, controller manager and scheduler, and
+//! workers created by an ESS scaling group whose UserData joins them with
+//! a bootstrap token. The host reaches the master only through the
+//! loopback forwards of `ackemu forward`.
 
+pub mod forward;
+pub mod kubeinit;
 pub mod process;
+pub mod provision;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +39,9 @@ pub struct DataDirArg {
 pub struct UpArgs {
     #[command(flatten)]
     pub dir: DataDirArg,
+    /// Worker nodes (ECS instances of the workers' scaling group; new clusters only).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u32,
     /// Cluster time runs this many times faster than real time (new clusters only).
     #[arg(long, default_value_t = 1.0)]
     pub time_scale: f64,
@@ -40,7 +49,7 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 6443)]
     pub apiserver_port: u16,
     /// How long to wait for each component to become ready (real time).
-    #[arg(long, default_value = "60s", value_parser = ackemu_base::clock::parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = ackemu_base::clock::parse_duration)]
     pub ready_timeout: Duration,
 }
 
@@ -51,10 +60,13 @@ pub struct Proc {
     pub binary: String,
     /// Arguments.
     pub args: Vec<String>,
-    /// Admin port address (`/readyz`, FaultService).
+    /// Admin port address as the host reaches it (`/readyz`, FaultService).
     pub admin: String,
     /// Last pid.
     pub pid: Option<u32>,
+    /// The instance namespace it runs in (`None`: the host's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 /// `cluster.json`: everything needed to resume, inspect or stop a cluster.
@@ -64,12 +76,27 @@ pub struct ClusterState {
     pub epoch_unix_ms: i64,
     /// Time scale.
     pub time_scale: f64,
-    /// API server address.
+    /// API server address as the host reaches it (a forward).
     pub apiserver: String,
     /// Store client endpoints.
     pub store_endpoints: Vec<String>,
     /// Cloud API endpoint.
     pub cloud_endpoint: String,
+    /// Namespaces of this cluster's instances start with this.
+    #[serde(default)]
+    pub netns_prefix: String,
+    /// Unique per cluster: RAM names, bootstrap token id.
+    #[serde(default)]
+    pub suffix: String,
+    /// Worker nodes asked for.
+    #[serde(default)]
+    pub nodes: u32,
+    /// The workers' bootstrap token (`<id>.<secret>`).
+    #[serde(default)]
+    pub bootstrap_token: String,
+    /// The cloud resources, once created.
+    #[serde(default)]
+    pub cloud: Option<provision::CloudIds>,
     /// Daemons by name, in start order.
     pub processes: Vec<(String, Proc)>,
 }
@@ -102,7 +129,59 @@ fn log_path(dir: &Path, name: &str) -> PathBuf {
     dir.join("logs").join(format!("{name}.log"))
 }
 
-/// A fresh cluster description: ports, flags, data paths.
+fn admin_addr() -> anyhow::Result<String> {
+    Ok(format!("127.0.0.1:{}", free_port()?))
+}
+
+/// Why the VPC data plane cannot run here, if it cannot.
+fn dataplane_unavailable() -> Option<String> {
+    if !nix_is_root() {
+        return Some("the VPC data plane (network namespaces, TUN) needs root".into());
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("/dev/net/tun is missing".into());
+    }
+    None
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A short id for this cluster, from its directory: namespace prefixes
+/// and RAM names stay unique when several clusters share a machine.
+fn cluster_suffix(dir: &Path) -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    abs.hash(&mut h);
+    format!("{:06x}", h.finish() & 0xff_ffff)
+}
+
+/// A fresh bootstrap token `<6 chars>.<16 chars>` from the kernel's RNG.
+fn new_bootstrap_token() -> anyhow::Result<String> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut raw = [0u8; 22];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut raw))
+        .context("reading /dev/urandom")?;
+    let chars: String = raw
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
+    Ok(format!("{}.{}", &chars[..6], &chars[6..]))
+}
+
+/// A fresh cluster description: the host-side daemons (store, cloud),
+/// their ports and data paths. The control plane is added once the
+/// master instance exists ([`control_plane`]).
 fn plan(dir: &Path, args: &UpArgs) -> anyhow::Result<ClusterState> {
     if !(args.time_scale.is_finite() && args.time_scale > 0.0) {
         anyhow::bail!(
@@ -110,14 +189,18 @@ fn plan(dir: &Path, args: &UpArgs) -> anyhow::Result<ClusterState> {
             args.time_scale
         );
     }
+    if let Some(why) = dataplane_unavailable() {
+        anyhow::bail!("ackemu up runs the cluster on its VPC data plane: {why}");
+    }
     let clock = Clock::new(ClockConfig {
         time_scale: args.time_scale,
         ..ClockConfig::real_now()
     });
     let clock_flags = CommonArgs::clock_flags(&clock);
     let d = |p: &str| dir.join(p).display().to_string();
+    let suffix = cluster_suffix(dir);
+    let netns_prefix = format!("ak{suffix}-");
     let mut processes = Vec::new();
-    let admin = || -> anyhow::Result<String> { Ok(format!("127.0.0.1:{}", free_port()?)) };
 
     let names = ["store-0", "store-1", "store-2"];
     let clients: Vec<String> = (0..3)
@@ -133,7 +216,7 @@ fn plan(dir: &Path, args: &UpArgs) -> anyhow::Result<ClusterState> {
         .collect::<Vec<_>>()
         .join(",");
     for i in 0..3 {
-        let a = admin()?;
+        let a = admin_addr()?;
         let mut argv = vec![
             format!("--name={}", names[i]),
             format!("--data-dir={}", d(&format!("store/{}", names[i]))),
@@ -153,18 +236,23 @@ fn plan(dir: &Path, args: &UpArgs) -> anyhow::Result<ClusterState> {
                 args: argv,
                 admin: a,
                 pid: None,
+                netns: None,
             },
         ));
     }
 
     let cloud_grpc = format!("127.0.0.1:{}", free_port()?);
-    let a = admin()?;
+    let a = admin_addr()?;
     let mut argv = vec![
         format!("--data-dir={}", d("cloudsim")),
         format!("--grpc-listen={cloud_grpc}"),
         format!("--metadata-listen=127.0.0.1:{}", free_port()?),
         format!("--registry-listen=127.0.0.1:{}", free_port()?),
         format!("--admin-profile-file={}", d("cloud-profile.json")),
+        "--hypervisor=local".into(),
+        format!("--netns-prefix={netns_prefix}"),
+        format!("--fabric-listen=127.0.0.1:{}", free_udp_port()?),
+        "--on-exit=stop".into(),
         format!("--admin-listen={a}"),
     ];
     argv.extend(clock_flags.iter().cloned());
@@ -175,6 +263,7 @@ fn plan(dir: &Path, args: &UpArgs) -> anyhow::Result<ClusterState> {
             args: argv,
             admin: a,
             pid: None,
+            netns: None,
         },
     ));
 
@@ -183,34 +272,204 @@ fn plan(dir: &Path, args: &UpArgs) -> anyhow::Result<ClusterState> {
     } else {
         args.apiserver_port
     };
-    let apiserver = format!("127.0.0.1:{port}");
-    let a = admin()?;
-    let mut argv = vec![
-        format!("--secure-listen={apiserver}"),
-        format!("--store-endpoints={}", clients.join(",")),
-        format!("--pki-dir={}", d("pki")),
-        format!("--admin-kubeconfig={}", d("kubeconfig")),
-        format!("--admin-listen={a}"),
-    ];
-    argv.extend(clock_flags.iter().cloned());
-    processes.push((
-        "apiserver".into(),
-        Proc {
-            binary: "ackemu-apiserver".into(),
-            args: argv,
-            admin: a,
-            pid: None,
-        },
-    ));
-
     Ok(ClusterState {
         epoch_unix_ms: clock.epoch_unix_ms(),
         time_scale: args.time_scale,
-        apiserver,
+        apiserver: format!("127.0.0.1:{port}"),
         store_endpoints: clients,
         cloud_endpoint: format!("http://{cloud_grpc}"),
+        netns_prefix,
+        suffix: suffix.clone(),
+        nodes: args.nodes,
+        bootstrap_token: new_bootstrap_token()?,
+        cloud: None,
         processes,
     })
+}
+
+/// The cluster's clock, as its processes compute it.
+fn cluster_clock(st: &ClusterState) -> Clock {
+    Clock::new(ClockConfig {
+        time_scale: st.time_scale,
+        epoch_unix_ms: st.epoch_unix_ms,
+        offset_ms: 0,
+    })
+}
+
+/// A free loopback UDP port (the fabric's underlay).
+fn free_udp_port() -> anyhow::Result<u16> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    Ok(s.local_addr()?.port())
+}
+
+/// The processes of the master instance (API server, controllers,
+/// scheduler) and the host's forward that reaches them, appended to the
+/// plan once the master exists.
+fn control_plane(dir: &Path, st: &mut ClusterState) -> anyhow::Result<()> {
+    let cloud = st.cloud.clone().context("control plane before the cloud")?;
+    let ns = format!("{}{}", st.netns_prefix, cloud.master_instance);
+    let clock = cluster_clock(st);
+    let clock_flags = CommonArgs::clock_flags(&clock);
+    let d = |p: &str| dir.join(p).display().to_string();
+    let master = &cloud.master_ip;
+    let internal_kubeconfig = d("pki/admin.conf");
+    let mut procs: Vec<(String, Proc)> = Vec::new();
+    let mut master_proc = |name: &str, binary: &str, mut argv: Vec<String>| -> anyhow::Result<()> {
+        let a = admin_addr()?;
+        argv.push(format!("--admin-listen={a}"));
+        argv.extend(clock_flags.iter().cloned());
+        procs.push((
+            name.into(),
+            Proc {
+                binary: binary.into(),
+                args: argv,
+                admin: a,
+                pid: None,
+                netns: Some(ns.clone()),
+            },
+        ));
+        Ok(())
+    };
+    master_proc(
+        "apiserver",
+        "ackemu-apiserver",
+        vec![
+            format!("--secure-listen={master}:6443"),
+            format!("--store-endpoints={}", st.store_endpoints.join(",")),
+            format!("--pki-dir={}", d("pki")),
+            format!("--admin-kubeconfig={internal_kubeconfig}"),
+            format!("--serving-names={master},127.0.0.1,172.19.0.1"),
+            format!("--audit-log-path={}", d("logs/audit.log")),
+        ],
+    )?;
+    master_proc(
+        "controller-manager",
+        "ackemu-controller-manager",
+        vec![
+            format!("--kubeconfig={internal_kubeconfig}"),
+            "--allocate-node-cidrs".into(),
+            format!("--cluster-cidr={}", provision::CLUSTER_CIDR),
+            "--node-cidr-mask-size=24".into(),
+            format!("--service-cluster-ip-range={}", provision::SERVICE_CIDR),
+            format!("--cluster-signing-cert-file={}", d("pki/ca.crt")),
+            format!("--cluster-signing-key-file={}", d("pki/ca.key")),
+            format!("--root-ca-file={}", d("pki/ca.crt")),
+            format!("--service-account-private-key-file={}", d("pki/sa.key")),
+        ],
+    )?;
+    if process::binary("ackemu-scheduler").is_ok() {
+        master_proc(
+            "scheduler",
+            "ackemu-scheduler",
+            vec![format!("--kubeconfig={internal_kubeconfig}")],
+        )?;
+    }
+    // The host reaches the master through loopback forwards only; the
+    // master reaches the store members on the host's loopback (their
+    // underlay) through forwards in the other direction.
+    let fwd_admin = admin_addr()?;
+    let mut fargs = vec![format!("--map={}={ns}/{master}:6443", st.apiserver)];
+    for (_, p) in &procs {
+        fargs.push(format!("--map={}={ns}/{}", p.admin, p.admin));
+    }
+    for ep in &st.store_endpoints {
+        fargs.push(format!("--map={ns}/{ep}={ep}"));
+    }
+    fargs.push(format!("--admin-listen={fwd_admin}"));
+    fargs.extend(clock_flags.iter().cloned());
+    st.processes.push((
+        "forward".into(),
+        Proc {
+            binary: "ackemu".into(),
+            args: std::iter::once("forward".to_owned()).chain(fargs).collect(),
+            admin: fwd_admin,
+            pid: None,
+            netns: None,
+        },
+    ));
+    st.processes.extend(procs);
+    Ok(())
+}
+
+/// Starts every daemon that is not running, in order, waiting for each
+/// to be ready (the stores as a group).
+async fn start_all(dir: &Path, st: &mut ClusterState, limit: Duration) -> anyhow::Result<()> {
+    let total = st.processes.len();
+    for i in 0..total {
+        let (name, p) = st.processes[i].clone();
+        let log = log_path(dir, &name);
+        if let Some(pid) = p.pid.filter(|pid| alive(*pid)) {
+            println!("[{}/{total}] {name} already running (pid {pid})", i + 1);
+            continue;
+        }
+        let bin = binary(&p.binary)?;
+        let pid = match &p.netns {
+            None => spawn(&bin, &p.args, &log)?,
+            Some(ns) => {
+                let mut argv = vec![
+                    "netns".to_owned(),
+                    "exec".to_owned(),
+                    ns.clone(),
+                    bin.display().to_string(),
+                ];
+                argv.extend(p.args.iter().cloned());
+                spawn(Path::new("ip"), &argv, &log)?
+            }
+        };
+        st.processes[i].1.pid = Some(pid);
+        save(dir, st)?;
+        let place = p
+            .netns
+            .as_deref()
+            .map(|n| format!(" in {n}"))
+            .unwrap_or_default();
+        println!(
+            "[{}/{total}] started {name}{place} (pid {pid}), log {}",
+            i + 1,
+            log.display()
+        );
+        // The stores elect together: wait for them as a group.
+        if name.starts_with("store-")
+            && st
+                .processes
+                .get(i + 1)
+                .is_some_and(|(n, _)| n.starts_with("store-"))
+        {
+            continue;
+        }
+        for (n, q) in st.processes[..=i]
+            .iter()
+            .filter(|(n, _)| n == &name || (name.starts_with("store-") && n.starts_with("store-")))
+        {
+            wait_ready(n, q.pid.unwrap_or(0), &q.admin, limit, &log_path(dir, n)).await?;
+        }
+        if name.starts_with("store-") {
+            wait_store_quorum(&st.store_endpoints, limit).await?;
+        }
+        println!("      {name} ready");
+    }
+    Ok(())
+}
+
+/// The host's kubeconfig: the API server's admin kubeconfig, pointed at
+/// the host's forward instead of the master's address.
+fn host_kubeconfig(dir: &Path, st: &ClusterState) -> anyhow::Result<PathBuf> {
+    let cloud = st.cloud.as_ref().context("no cloud yet")?;
+    let internal = dir.join("pki/admin.conf");
+    let text = std::fs::read_to_string(&internal)
+        .with_context(|| format!("reading {}", internal.display()))?;
+    let from = format!("https://{}:6443", cloud.master_ip);
+    if !text.contains(&from) {
+        anyhow::bail!("{} does not name {from}", internal.display());
+    }
+    let out = dir.join("kubeconfig");
+    let tmp = dir.join("kubeconfig.tmp");
+    std::fs::write(
+        &tmp,
+        text.replace(&from, &format!("https://{}", st.apiserver)),
+    )?;
+    std::fs::rename(&tmp, &out)?;
+    Ok(out)
 }
 
 /// `ackemu up`: start (or resume) the cluster in the data dir.
@@ -229,51 +488,57 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             st
         }
     };
-    let total = st.processes.len();
-    for i in 0..total {
-        let (name, p) = st.processes[i].clone();
-        let log = log_path(dir, &name);
-        if let Some(pid) = p.pid.filter(|pid| alive(*pid)) {
-            println!("[{}/{total}] {name} already running (pid {pid})", i + 1);
-            continue;
-        }
-        let bin = binary(&p.binary)?;
-        let pid = spawn(&bin, &p.args, &log)?;
-        st.processes[i].1.pid = Some(pid);
+    let limit = args.ready_timeout;
+    start_all(dir, &mut st, limit).await?;
+
+    let clock = cluster_clock(&st);
+    let (cloud_client, _) = provision::admin_client(&dir.join("cloud-profile.json"), &clock)?;
+    if st.cloud.is_none() {
+        println!("creating the VPC, security group, RAM roles and the master instance");
+        let ids =
+            provision::network_and_master(&cloud_client, &st.suffix, MASTER_USER_DATA).await?;
+        st.cloud = Some(ids);
         save(dir, &st)?;
-        println!(
-            "[{}/{total}] started {name} (pid {pid}), log {}",
-            i + 1,
-            log.display()
-        );
-        // The stores elect together: wait for them as a group.
-        if name.starts_with("store-")
-            && st
-                .processes
-                .get(i + 1)
-                .is_some_and(|(n, _)| n.starts_with("store-"))
-        {
-            continue;
-        }
-        for (n, q) in st.processes[..=i]
-            .iter()
-            .filter(|(n, _)| n == &name || (name.starts_with("store-") && n.starts_with("store-")))
-        {
-            wait_ready(
-                n,
-                q.pid.unwrap_or(0),
-                &q.admin,
-                args.ready_timeout,
-                &log_path(dir, n),
-            )
-            .await?;
-        }
-        if name.starts_with("store-") {
-            wait_store_quorum(&st.store_endpoints, args.ready_timeout).await?;
-        }
-        println!("      {name} ready");
     }
-    let kubeconfig = dir.join("kubeconfig");
+    let cloud = st.cloud.clone().context("cloud ids")?;
+    provision::wait_running(&cloud_client, &cloud.master_instance, limit).await?;
+    println!(
+        "      master {} running at {}",
+        cloud.master_instance, cloud.master_ip
+    );
+    if !st.processes.iter().any(|(n, _)| n == "apiserver") {
+        control_plane(dir, &mut st)?;
+        save(dir, &st)?;
+    }
+    start_all(dir, &mut st, limit).await?;
+    let kubeconfig = host_kubeconfig(dir, &st)?;
+
+    let kube = kubeinit::connect(&kubeconfig, &clock)?;
+    kubeinit::bootstrap(&kube, &st.bootstrap_token, &cloud.master_ip, dir)
+        .await
+        .context("creating the bootstrap token, RBAC and cluster-info")?;
+
+    if st.nodes > 0 && cloud.scaling_group.is_none() {
+        println!("creating the workers' scaling group ({} nodes)", st.nodes);
+        let ud = worker_user_data(dir, &st)?;
+        let group = provision::worker_group(
+            &cloud_client,
+            &cloud,
+            &st.suffix,
+            st.nodes,
+            st.nodes.max(10),
+            &ud,
+        )
+        .await?;
+        if let Some(c) = st.cloud.as_mut() {
+            c.scaling_group = Some(group);
+        }
+        save(dir, &st)?;
+    }
+    if st.nodes > 0 {
+        kubeinit::wait_nodes_ready(&kube, st.nodes as usize, limit).await?;
+    }
+
     println!("\ncluster is up: API server https://{}", st.apiserver);
     println!(
         "  export KUBECONFIG={}",
@@ -281,7 +546,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .unwrap_or(kubeconfig)
             .display()
     );
-    println!("  kubectl get namespaces");
+    println!("  kubectl get nodes");
     println!(
         "  ackemu status --data-dir {}   ackemu down --data-dir {}",
         dir.display(),
@@ -290,6 +555,46 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The master's UserData: nothing to join (the launcher starts the
+/// control plane in it, as an operator would over ssh); it logs its boot.
+const MASTER_USER_DATA: &str =
+    "#!/bin/sh\necho \"master $ACKEMU_INSTANCE_ID booted at $ACKEMU_PRIVATE_IP\"\n";
+
+/// The workers' UserData, like ACK's `attach_node.sh`: start the node's
+/// service manager with the node's unit files, then join the cluster with
+/// the bootstrap token (`ackemu-node attach`), which verifies
+/// `cluster-info`, gets the node's client certificate through a CSR and
+/// starts the node's units.
+fn worker_user_data(dir: &Path, st: &ClusterState) -> anyhow::Result<String> {
+    let cloud = st.cloud.as_ref().context("no cloud yet")?;
+    let bin = process::bin_dir()?;
+    let nodes = std::fs::canonicalize(dir)?.join("nodes");
+    let clock = CommonArgs::clock_flags(&cluster_clock(st)).join(" ");
+    Ok(format!(
+        r#"#!/bin/sh
+# attach_node.sh: join this ECS instance to the cluster as a worker.
+set -e
+BIN={bin}
+NODE_DIR={nodes}/$ACKEMU_INSTANCE_ID
+mkdir -p "$NODE_DIR"
+exec >>"$NODE_DIR/attach.log" 2>&1
+echo "attach: instance $ACKEMU_INSTANCE_ID at $ACKEMU_PRIVATE_IP"
+exec "$BIN/ackemu-node" attach \
+  --apiserver https://{master}:6443 \
+  --token {token} \
+  --node-name "$ACKEMU_INSTANCE_ID" \
+  --node-ip "$ACKEMU_PRIVATE_IP" \
+  --data-dir "$NODE_DIR" \
+  --bin-dir "$BIN" \
+  --cluster-dns 172.19.0.10 \
+  {clock}
+"#,
+        bin = bin.display(),
+        nodes = nodes.display(),
+        master = cloud.master_ip,
+        token = st.bootstrap_token,
+    ))
+}
 /// Wait (bounded, real time) until a linearizable read succeeds through
 /// every store endpoint: a leader exists and a quorum answers.
 async fn wait_store_quorum(endpoints: &[String], limit: Duration) -> anyhow::Result<()> {
@@ -330,7 +635,7 @@ pub async fn status(dir: DataDirArg) -> anyhow::Result<()> {
     let st = load(&dir.data_dir)?
         .with_context(|| format!("no cluster in {}", dir.data_dir.display()))?;
     println!(
-        "{:<12} {:>8} {:<8} {:<22} READY",
+        "{:<20} {:>8} {:<8} {:<22} READY",
         "COMPONENT", "PID", "STATE", "ADMIN"
     );
     for (name, p) in &st.processes {
@@ -345,7 +650,7 @@ pub async fn status(dir: DataDirArg) -> anyhow::Result<()> {
             "-".into()
         };
         println!(
-            "{:<12} {:>8} {:<8} {:<22} {}",
+            "{:<20} {:>8} {:<8} {:<22} {}",
             name,
             p.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             if running { "running" } else { "stopped" },
@@ -424,6 +729,23 @@ pub async fn down(args: DownArgs) -> anyhow::Result<()> {
         }
     }
     save(dir, &st)?;
+    // cloudsim powers its instances off when it stops; anything left in
+    // this cluster's namespaces (a cloudsim killed -9) goes now.
+    if !st.netns_prefix.is_empty() {
+        for ns in ackemu_cloudsim::dataplane::netns::list()
+            .into_iter()
+            .filter(|n| n.starts_with(&st.netns_prefix))
+        {
+            for pid in ackemu_cloudsim::dataplane::netns::pids_in(&ns) {
+                process::signal(pid as u32, "KILL");
+            }
+            if let Err(e) = ackemu_cloudsim::dataplane::netns::del(&ns).await {
+                stuck.insert(format!("namespace {ns}: {e}"), 0);
+            } else {
+                println!("removed leftover namespace {ns}");
+            }
+        }
+    }
     if !stuck.is_empty() {
         anyhow::bail!("could not stop {stuck:?}");
     }
