@@ -19,9 +19,24 @@ pub struct ChaosArgs {
 
 #[derive(Args, Debug, Clone)]
 struct Target {
-    /// The process's admin address (`--admin-listen` of the target), e.g. 127.0.0.1:9090.
+    /// The process: its admin address (`--admin-listen`, e.g. 127.0.0.1:9090)
+    /// or a component of the cluster in `--data-dir` (`apiserver`, `store-1`).
     #[arg(long)]
     target: String,
+    #[command(flatten)]
+    dir: crate::cluster::DataDirArg,
+}
+
+impl Target {
+    /// The admin address: `--target` itself, or the component's from
+    /// the cluster state.
+    fn admin(&self) -> anyhow::Result<String> {
+        if self.target.contains("://") || self.target.parse::<std::net::SocketAddr>().is_ok() {
+            return Ok(self.target.clone());
+        }
+        let (_, p) = crate::cluster::component(&self.dir.data_dir, &self.target)?;
+        Ok(p.admin)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -43,6 +58,17 @@ enum ChaosCommand {
     Tasks {
         #[command(flatten)]
         target: Target,
+    },
+    /// Process faults on a component of the local cluster: `kill` (SIGKILL),
+    /// `term`, `stop` (SIGSTOP: it hangs, holding its sockets), `cont`,
+    /// `restart` (stop it if running, start it again with its flags).
+    Process {
+        /// kill | term | stop | cont | restart
+        action: String,
+        /// Component name as `ackemu status` lists it.
+        component: String,
+        #[command(flatten)]
+        dir: crate::cluster::DataDirArg,
     },
 }
 
@@ -73,10 +99,11 @@ enum FailpointCommand {
 }
 
 async fn connect(target: &Target) -> anyhow::Result<FaultServiceClient<Channel>> {
-    let uri = if target.target.contains("://") {
-        target.target.clone()
+    let admin = target.admin()?;
+    let uri = if admin.contains("://") {
+        admin
     } else {
-        format!("http://{}", target.target)
+        format!("http://{admin}")
     };
     let endpoint = Channel::from_shared(uri.clone())
         .with_context(|| format!("invalid --target {:?}: expected host:port", target.target))?
@@ -135,6 +162,11 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     match args.command {
+        ChaosCommand::Process {
+            action,
+            component,
+            dir,
+        } => crate::cluster::process_fault(&dir.data_dir, &component, &action).await?,
         ChaosCommand::Failpoint { command } => match command {
             FailpointCommand::List { target } => {
                 let mut c = connect(&target).await?;

@@ -391,12 +391,72 @@ fn control_plane(dir: &Path, st: &mut ClusterState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts every daemon that is not running, in order, waiting for each
-/// to be ready (the stores as a group).
-async fn start_all(dir: &Path, st: &mut ClusterState, limit: Duration) -> anyhow::Result<()> {
+/// Component `name` of the cluster in `dir`, with its state.
+pub fn component(dir: &Path, name: &str) -> anyhow::Result<(ClusterState, Proc)> {
+    let st = load(dir)?.with_context(|| format!("no cluster in {}", dir.display()))?;
+    let p = st
+        .processes
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, p)| p.clone())
+        .with_context(|| {
+            let names: Vec<&str> = st.processes.iter().map(|(n, _)| n.as_str()).collect();
+            format!(
+                "no component {name:?}: expected one of {}",
+                names.join(", ")
+            )
+        })?;
+    Ok((st, p))
+}
+
+/// `ackemu chaos process <action> <component>`.
+pub async fn process_fault(dir: &Path, name: &str, action: &str) -> anyhow::Result<()> {
+    let (mut st, p) = component(dir, name)?;
+    let running = p.pid.filter(|pid| alive(*pid));
+    let sig = match action {
+        "kill" => "KILL",
+        "term" => "TERM",
+        "stop" => "STOP",
+        "cont" => "CONT",
+        "restart" => {
+            if let Some(pid) = running
+                && !stop(pid, Duration::from_secs(10)).await
+            {
+                anyhow::bail!("{name} (pid {pid}) did not stop");
+            }
+            if let Some((_, q)) = st.processes.iter_mut().find(|(n, _)| n == name) {
+                q.pid = None;
+            }
+            save(dir, &st)?;
+            start_all(dir, &mut st, Duration::from_secs(120), Some(name)).await?;
+            return Ok(());
+        }
+        other => anyhow::bail!(
+            "unknown process fault {other:?}: expected kill, term, stop, cont or restart"
+        ),
+    };
+    let pid = running.with_context(|| format!("{name} is not running"))?;
+    if !process::signal(pid, sig) {
+        anyhow::bail!("sending SIG{sig} to {name} (pid {pid}) failed");
+    }
+    println!("sent SIG{sig} to {name} (pid {pid})");
+    Ok(())
+}
+
+/// Starts every daemon that is not running (or only `only`), in order,
+/// waiting for each to be ready (the stores as a group).
+async fn start_all(
+    dir: &Path,
+    st: &mut ClusterState,
+    limit: Duration,
+    only: Option<&str>,
+) -> anyhow::Result<()> {
     let total = st.processes.len();
     for i in 0..total {
         let (name, p) = st.processes[i].clone();
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
         let log = log_path(dir, &name);
         if let Some(pid) = p.pid.filter(|pid| alive(*pid)) {
             println!("[{}/{total}] {name} already running (pid {pid})", i + 1);
@@ -429,7 +489,8 @@ async fn start_all(dir: &Path, st: &mut ClusterState, limit: Duration) -> anyhow
             log.display()
         );
         // The stores elect together: wait for them as a group.
-        if name.starts_with("store-")
+        if only.is_none()
+            && name.starts_with("store-")
             && st
                 .processes
                 .get(i + 1)
@@ -437,13 +498,12 @@ async fn start_all(dir: &Path, st: &mut ClusterState, limit: Duration) -> anyhow
         {
             continue;
         }
-        for (n, q) in st.processes[..=i]
-            .iter()
-            .filter(|(n, _)| n == &name || (name.starts_with("store-") && n.starts_with("store-")))
-        {
+        for (n, q) in st.processes[..=i].iter().filter(|(n, _)| {
+            n == &name || (only.is_none() && name.starts_with("store-") && n.starts_with("store-"))
+        }) {
             wait_ready(n, q.pid.unwrap_or(0), &q.admin, limit, &log_path(dir, n)).await?;
         }
-        if name.starts_with("store-") {
+        if only.is_none() && name.starts_with("store-") {
             wait_store_quorum(&st.store_endpoints, limit).await?;
         }
         println!("      {name} ready");
@@ -489,7 +549,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     };
     let limit = args.ready_timeout;
-    start_all(dir, &mut st, limit).await?;
+    start_all(dir, &mut st, limit, None).await?;
 
     let clock = cluster_clock(&st);
     let (cloud_client, _) = provision::admin_client(&dir.join("cloud-profile.json"), &clock)?;
@@ -510,7 +570,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         control_plane(dir, &mut st)?;
         save(dir, &st)?;
     }
-    start_all(dir, &mut st, limit).await?;
+    start_all(dir, &mut st, limit, None).await?;
     let kubeconfig = host_kubeconfig(dir, &st)?;
 
     let kube = kubeinit::connect(&kubeconfig, &clock)?;
