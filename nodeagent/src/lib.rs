@@ -22,6 +22,7 @@ pub mod proc;
 pub mod proxy;
 pub mod runc;
 pub mod runtime;
+pub mod server;
 pub mod systemd;
 pub mod uds;
 

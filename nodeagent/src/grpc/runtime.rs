@@ -4,7 +4,8 @@ use ackemu_proto::ackemu::node::v1 as pb;
 use ackemu_proto::ackemu::node::v1::runtime_service_server::{
     RuntimeService, RuntimeServiceServer,
 };
-use tonic::{Request, Response, Status};
+use futures::StreamExt as _;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::status;
 use crate::runtime::Runtime;
@@ -18,6 +19,9 @@ pub fn server(rt: Runtime) -> RuntimeServiceServer<Svc> {
 pub struct Svc(Runtime);
 
 type R<T> = Result<Response<T>, Status>;
+
+/// The output of one `Exec` call.
+pub type ExecStream = tokio_stream::wrappers::ReceiverStream<Result<pb::ExecResponse, Status>>;
 
 #[tonic::async_trait]
 impl RuntimeService for Svc {
@@ -177,5 +181,47 @@ impl RuntimeService for Svc {
             .await
             .map_err(status::runtime)?;
         Ok(Response::new(r))
+    }
+
+    type ExecStream = ExecStream;
+
+    async fn exec(&self, req: Request<Streaming<pb::ExecRequest>>) -> R<Self::ExecStream> {
+        use crate::runtime::exec::Input;
+        use pb::exec_request::Msg;
+        let mut input = req.into_inner();
+        let start = match input.message().await? {
+            Some(pb::ExecRequest {
+                msg: Some(Msg::Start(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first Exec message must be start",
+                ));
+            }
+        };
+        let rest = input.filter_map(|m| async move {
+            match m.ok()?.msg? {
+                Msg::Stdin(b) => Some(Input::Stdin(b)),
+                Msg::CloseStdin(_) => Some(Input::CloseStdin),
+                Msg::Resize(r) => Some(Input::Resize(r.width, r.height)),
+                Msg::Start(_) => None,
+            }
+        });
+        let mut out = self
+            .0
+            .exec_stream(start, Box::pin(rest))
+            .await
+            .map_err(status::runtime)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        self.0.tasks().spawn("runtime/exec forward", async move {
+            while let Some(m) = out.recv().await {
+                if tx.send(Ok(m)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 }

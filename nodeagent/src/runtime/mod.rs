@@ -16,6 +16,7 @@
 //!   socket and the admin port.
 
 pub mod cni;
+pub mod exec;
 pub mod logs;
 
 use std::collections::{BTreeMap, HashMap};
@@ -271,6 +272,11 @@ impl Runtime {
             containers: Arc::default(),
             pod_locks: Arc::default(),
         }
+    }
+
+    /// The runtime's task tracker.
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
     }
 
     fn now_ns(&self) -> i64 {
@@ -707,13 +713,8 @@ impl Runtime {
         }
     }
 
-    /// Run `<runc> runc … args` and wait for it, however long it takes.
-    async fn runc(
-        &self,
-        op: &str,
-        id: &str,
-        args: &[String],
-    ) -> Result<std::process::Output, RuntimeError> {
+    /// `<runc> runc <common flags> args`, not started.
+    fn runc_command(&self, args: &[String]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.cfg.runc_binary);
         cmd.arg("runc")
             .args(ackemu_base::CommonArgs::clock_flags(&self.clock))
@@ -722,8 +723,19 @@ impl Runtime {
             .arg("--root")
             .arg(&self.cfg.runc_root)
             .arg(format!("--systemd-cgroup={}", self.cfg.systemd_cgroup))
-            .args(args)
-            .stdin(std::process::Stdio::null())
+            .args(args);
+        cmd
+    }
+
+    /// Run `<runc> runc … args` and wait for it, however long it takes.
+    async fn runc(
+        &self,
+        op: &str,
+        id: &str,
+        args: &[String],
+    ) -> Result<std::process::Output, RuntimeError> {
+        let mut cmd = self.runc_command(args);
+        cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         let child = cmd

@@ -4,6 +4,7 @@
 mod cni;
 mod proxy;
 mod runtime;
+mod server;
 mod server_mounts;
 mod server_rig;
 mod systemd;
