@@ -158,6 +158,12 @@ pub struct FitError {
     pub num_all_nodes: usize,
     /// Set when a PreFilter plugin rejected the pod outright.
     pub pre_filter_msg: Option<String>,
+    /// The code of that PreFilter rejection (it applies to every node).
+    pub pre_filter_code: Option<Code>,
+    /// What PostFilter (preemption) said, appended after the filter reasons
+    /// (`Diagnosis.PostFilterMsg`): `preemption: …` when it found no
+    /// candidate.
+    pub post_filter_msg: Option<String>,
     /// The status of every node that was filtered out.
     pub node_to_status: Vec<(String, Status)>,
     /// The plugins that rejected a node (the queue requeues on their events).
@@ -183,11 +189,15 @@ impl fmt::Display for FitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "0/{} nodes are available:", self.num_all_nodes)?;
         if let Some(msg) = &self.pre_filter_msg {
-            return write!(f, " {msg}.");
+            write!(f, " {msg}.")?;
+        } else {
+            let h = self.reasons_histogram();
+            if !h.is_empty() {
+                write!(f, " {}.", h.join(", "))?;
+            }
         }
-        let h = self.reasons_histogram();
-        if !h.is_empty() {
-            write!(f, " {}.", h.join(", "))?;
+        if let Some(msg) = &self.post_filter_msg {
+            write!(f, " {msg}")?;
         }
         Ok(())
     }
@@ -295,6 +305,8 @@ impl Algorithm {
                         pod: pod.key.clone(),
                         num_all_nodes: all.len(),
                         pre_filter_msg: Some(s.message()),
+                        pre_filter_code: Some(s.code),
+                        post_filter_msg: None,
                         node_to_status: Vec::new(),
                         unschedulable_plugins: [f.name()].into(),
                     }));
@@ -343,6 +355,8 @@ impl Algorithm {
                 pod: pod.key.clone(),
                 num_all_nodes: n,
                 pre_filter_msg: None,
+                pre_filter_code: None,
+                post_filter_msg: None,
                 node_to_status: failed,
                 unschedulable_plugins: plugins,
             }));
@@ -364,6 +378,38 @@ impl Algorithm {
             feasible_nodes: feasible.len(),
             scores,
         })
+    }
+
+    /// PreFilter for `pod` outside a cycle (preemption's dry runs): the
+    /// state and which filters run, or the rejecting status.
+    pub fn pre_filter(
+        &self,
+        pod: &PodInfo,
+        snapshot: &Snapshot,
+    ) -> Result<(CycleState, Vec<bool>), Status> {
+        let mut state = CycleState::new();
+        let mut enabled = Vec::with_capacity(self.profile.filters.len());
+        for f in &self.profile.filters {
+            let mut s = f.pre_filter(&mut state, pod, snapshot);
+            s.plugin = f.name();
+            match s.code {
+                Code::Success => enabled.push(true),
+                Code::Skip => enabled.push(false),
+                _ => return Err(s),
+            }
+        }
+        Ok((state, enabled))
+    }
+
+    /// Every enabled filter on one node, stopping at the first rejection.
+    pub fn filter_node(
+        &self,
+        state: &CycleState,
+        enabled: &[bool],
+        pod: &PodInfo,
+        node: &NodeInfo,
+    ) -> Status {
+        self.run_filters(state, pod, node, enabled, &mut Trace::disabled())
     }
 
     fn run_filters(

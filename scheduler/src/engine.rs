@@ -12,6 +12,7 @@ use ackemu_kube::api::core::v1::{Node, Pod};
 use rand::RngCore;
 
 use crate::cycle::{Algorithm, Profile, ScheduleError, ScheduleResult};
+use crate::preemption::{Candidate, PostFilter, post_filter};
 use crate::queue::{
     ClusterEvent, Failure, QueueConfig, QueueError, SchedulingQueue, node_update_event,
 };
@@ -36,11 +37,14 @@ pub enum CycleOutcome {
     },
     /// No node: record a `FailedScheduling` Warning event with `message` and
     /// set `PodScheduled=False` with `reason` and `message`. The pod is
-    /// already back in the queue.
+    /// already back in the queue. With `preempt`, also nominate its node
+    /// (`status.nominatedNodeName`) and delete the victims, recording a
+    /// `Preempted` event on each ([`preempted_message`]).
     Failed {
         pod: Arc<PodInfo>,
         reason: &'static str,
         message: String,
+        preempt: Option<Candidate>,
     },
 }
 
@@ -50,6 +54,11 @@ pub fn scheduled_message(pod: &PodInfo, node: &str) -> String {
         "Successfully assigned {}/{} to {node}",
         pod.namespace, pod.name
     )
+}
+
+/// The `Preempted` event's message on a victim.
+pub fn preempted_message(preemptor: &PodInfo, node: &str) -> String {
+    format!("Preempted by pod {} on node {node}", preemptor.uid)
 }
 
 /// The scheduler's state machine.
@@ -215,6 +224,7 @@ impl SchedulerCore {
                 continue;
             }
             self.cache.update_snapshot(&mut self.snapshot);
+            let mut preempt = None;
             let failure = match self
                 .algorithm
                 .schedule_pod(&self.snapshot, &pod, rng, trace)
@@ -229,11 +239,17 @@ impl SchedulerCore {
                     }
                     Err(e) => (Failure::Error, REASON_SCHEDULER_ERROR, e.to_string()),
                 },
-                Err(ScheduleError::Fit(fe)) => (
-                    Failure::Unschedulable(fe.unschedulable_plugins.clone()),
-                    REASON_UNSCHEDULABLE,
-                    fe.to_string(),
-                ),
+                Err(ScheduleError::Fit(mut fe)) => {
+                    match post_filter(&self.algorithm, &self.snapshot, &pod, &fe) {
+                        PostFilter::Preempt(c) => preempt = Some(c),
+                        PostFilter::NotPossible(msg) => fe.post_filter_msg = Some(msg),
+                    }
+                    (
+                        Failure::Unschedulable(fe.unschedulable_plugins.clone()),
+                        REASON_UNSCHEDULABLE,
+                        fe.to_string(),
+                    )
+                }
                 Err(e @ ScheduleError::NoNodesAvailable) => (
                     Failure::Unschedulable(Default::default()),
                     REASON_UNSCHEDULABLE,
@@ -252,6 +268,7 @@ impl SchedulerCore {
                 pod,
                 reason,
                 message,
+                preempt,
             });
         }
     }
@@ -347,7 +364,7 @@ mod tests {
             failed,
             [(
                 REASON_UNSCHEDULABLE,
-                "0/3 nodes are available: 3 Insufficient cpu.".to_string()
+                "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.".to_string()
             )]
         );
         assert_eq!(c.queue().lens().unschedulable, 1);

@@ -16,13 +16,18 @@
 //!   and its `--v=10` [`trace`];
 //! - [`queue`]: activeQ / backoffQ / unschedulable pods with backoff in
 //!   cluster time and requeueing on cluster events;
+//! - [`preemption`]: PostFilter (DefaultPreemption): victims on one node,
+//!   or the `preemption: …` text when evicting cannot help;
 //! - [`engine`]: the state machine a driver feeds with watch events and
 //!   time, performing the bindings and events it returns.
 //!
-//! It must not know about transports, the API server's client, processes or
-//! the real clock: time comes in as [`ackemu_base::clock::ClusterInstant`],
-//! randomness as an `RngCore`, and every function is deterministic given
-//! those.
+//! Those modules must not know about transports, the API server's client,
+//! processes or the real clock: time comes in as
+//! [`ackemu_base::clock::ClusterInstant`], randomness as an `RngCore`, and
+//! every function is deterministic given those. [`runtime`] is the process
+//! around them (the `ackemu-scheduler` binary): informers, the scheduling
+//! loop, `pods/binding`, Events, the `PodScheduled` condition, preemption's
+//! deletions, leader election and metrics; only it does IO.
 
 pub mod cycle;
 pub mod engine;
@@ -30,8 +35,10 @@ pub mod fixtures;
 pub mod framework;
 pub mod legacy;
 pub mod plugins;
+pub mod preemption;
 pub mod queue;
 pub mod resources;
+pub mod runtime;
 pub mod snapshot;
 pub mod trace;
 
