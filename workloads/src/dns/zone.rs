@@ -74,12 +74,41 @@ struct Svc {
     endpoints: Vec<(Ipv4Addr, Option<String>)>,
 }
 
+/// How `<a-b-c-d>.<ns>.pod.<domain>` is answered (CoreDNS `pods` option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PodsMode {
+    /// Always answer with the address in the name (kubeadm's default).
+    #[default]
+    Insecure,
+    /// Answer only if a pod with that address runs in that namespace.
+    Verified,
+    /// NXDOMAIN.
+    Disabled,
+}
+
+impl std::str::FromStr for PodsMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "insecure" => Ok(Self::Insecure),
+            "verified" => Ok(Self::Verified),
+            "disabled" => Ok(Self::Disabled),
+            other => Err(format!(
+                "invalid pods mode {other:?}: expected insecure, verified or disabled"
+            )),
+        }
+    }
+}
+
 /// A snapshot of the cluster's DNS data.
 #[derive(Debug, Clone)]
 pub struct Zone {
     domain: String,
     services: BTreeMap<(String, String), Svc>,
     reverse: BTreeMap<Ipv4Addr, String>,
+    pods_mode: PodsMode,
+    /// (namespace, address) of running pods, for `PodsMode::Verified`.
+    pods: std::collections::BTreeSet<(String, Ipv4Addr)>,
 }
 
 fn norm(name: &str) -> String {
@@ -93,7 +122,21 @@ impl Zone {
             domain: norm(domain),
             services: BTreeMap::new(),
             reverse: BTreeMap::new(),
+            pods_mode: PodsMode::Insecure,
+            pods: Default::default(),
         }
+    }
+
+    /// Set how pod records are answered; `pods` are the running pods'
+    /// (namespace, address) pairs, used by [`PodsMode::Verified`].
+    pub fn with_pods(
+        mut self,
+        mode: PodsMode,
+        pods: impl IntoIterator<Item = (String, Ipv4Addr)>,
+    ) -> Zone {
+        self.pods_mode = mode;
+        self.pods = pods.into_iter().collect();
+        self
     }
 
     /// Build from Services and their Endpoints.
@@ -180,8 +223,14 @@ impl Zone {
         let labels: Vec<&str> = rel.split('.').collect();
         match labels.as_slice() {
             // <a-b-c-d>.<ns>.pod
-            [ip, _ns, "pod"] => match ip.replace('-', ".").parse::<Ipv4Addr>() {
-                Ok(addr) => self.records(qtype, vec![Record::A(addr)]),
+            [ip, ns, "pod"] => match ip.replace('-', ".").parse::<Ipv4Addr>() {
+                Ok(addr) => match self.pods_mode {
+                    PodsMode::Insecure => self.records(qtype, vec![Record::A(addr)]),
+                    PodsMode::Verified if self.pods.contains(&(ns.to_string(), addr)) => {
+                        self.records(qtype, vec![Record::A(addr)])
+                    }
+                    PodsMode::Verified | PodsMode::Disabled => Answer::NxDomain,
+                },
                 Err(_) => Answer::NxDomain,
             },
             [_, "pod"] | ["pod"] | ["svc"] | [_, "svc"] => Answer::Records(vec![]),
@@ -426,6 +475,22 @@ mod tests {
         for (name, qt, want) in cases {
             assert_eq!(z.resolve(name, qt), want, "{name} {qt:?}");
         }
+    }
+
+    #[test]
+    fn pod_records_follow_the_pods_mode() {
+        let q = "172-16-9-9.default.pod.cluster.local";
+        let a = Answer::Records(vec![Record::A("172.16.9.9".parse().unwrap())]);
+        let pods = vec![("default".to_string(), "172.16.9.9".parse().unwrap())];
+        let z = |m| zone().with_pods(m, pods.clone());
+        assert_eq!(z(PodsMode::Insecure).resolve(q, QType::A), a);
+        assert_eq!(z(PodsMode::Verified).resolve(q, QType::A), a);
+        assert_eq!(
+            z(PodsMode::Verified).resolve("172-16-9-9.other.pod.cluster.local", QType::A),
+            Answer::NxDomain
+        );
+        assert_eq!(z(PodsMode::Disabled).resolve(q, QType::A), Answer::NxDomain);
+        assert!("sometimes".parse::<PodsMode>().is_err());
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The workload programs as real processes, checked with real tools where
 //! they exist (`dig` against our DNS server).
 
+mod cluster_dns;
+mod harness;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 

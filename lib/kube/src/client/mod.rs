@@ -152,6 +152,15 @@ struct Inner {
     clock: Clock,
     tasks: Tasks,
     registry: Registry,
+    /// In-cluster clients re-read their service-account token file.
+    token_file: Option<TokenFile>,
+}
+
+/// A token file and the last value read from it (client-go's cached token
+/// source re-reads the projected token every minute).
+struct TokenFile {
+    path: std::path::PathBuf,
+    cached: parking_lot::Mutex<Option<(ackemu_base::clock::ClusterInstant, String)>>,
 }
 
 /// One watch event.
@@ -285,6 +294,7 @@ impl Client {
                 clock,
                 tasks,
                 registry: Registry::builtin(),
+                token_file: None,
             }),
         })
     }
@@ -349,7 +359,7 @@ impl Client {
             .method(method)
             .uri(uri)
             .header("accept", "application/json");
-        if let Some(t) = &self.inner.cfg.token {
+        if let Some(t) = &self.bearer_token() {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         let bytes = match body {
@@ -692,6 +702,110 @@ impl<K: k8s_openapi::Resource + Serialize + DeserializeOwned> Api<K> {
     }
 }
 
+/// Where a pod's service-account credentials are mounted.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// How often an in-cluster client re-reads its token file (client-go: 1m).
+const TOKEN_REREAD: Duration = Duration::from_secs(60);
+
+fn service_account_dir() -> std::path::PathBuf {
+    std::env::var_os("ACKEMU_SERVICEACCOUNT_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| SERVICE_ACCOUNT_DIR.into())
+}
+
+impl ClientConfig {
+    /// The configuration of a program running in a pod, as client-go's
+    /// `rest.InClusterConfig`: the API server from `KUBERNETES_SERVICE_HOST`
+    /// and `KUBERNETES_SERVICE_PORT`, the token and `ca.crt` from the
+    /// service-account mount (`$ACKEMU_SERVICEACCOUNT_DIR` overrides
+    /// `/var/run/secrets/kubernetes.io/serviceaccount`).
+    pub fn in_cluster() -> Result<Self, ClientError> {
+        let (Ok(host), Ok(port)) = (
+            std::env::var("KUBERNETES_SERVICE_HOST"),
+            std::env::var("KUBERNETES_SERVICE_PORT"),
+        ) else {
+            return Err(ClientError::Config(
+                "unable to load in-cluster configuration, KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be defined".into(),
+            ));
+        };
+        let dir = service_account_dir();
+        let read = |name: &str| {
+            let p = dir.join(name);
+            std::fs::read_to_string(&p)
+                .map_err(|e| ClientError::Config(format!("reading {}: {e}", p.display())))
+        };
+        let token = read("token")?.trim().to_owned();
+        let ca_pem = read("ca.crt")?;
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        Ok(Self {
+            server: format!("https://{host}:{port}"),
+            ca_pem,
+            client_cert: None,
+            token: Some(token),
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// The namespace of the pod, from the service-account mount.
+    pub fn in_cluster_namespace() -> Result<String, ClientError> {
+        let p = service_account_dir().join("namespace");
+        std::fs::read_to_string(&p)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| ClientError::Config(format!("reading {}: {e}", p.display())))
+    }
+}
+
+impl Client {
+    /// A client from [`ClientConfig::in_cluster`] that re-reads the token
+    /// file every minute, so rotated (projected) tokens are picked up.
+    pub fn in_cluster(clock: Clock, tasks: Tasks) -> Result<Self, ClientError> {
+        let cfg = ClientConfig::in_cluster()?;
+        let mut client = Self::new(cfg, clock, tasks)?;
+        if let Some(inner) = Arc::get_mut(&mut client.inner) {
+            inner.token_file = Some(TokenFile {
+                path: service_account_dir().join("token"),
+                cached: parking_lot::Mutex::new(None),
+            });
+        }
+        Ok(client)
+    }
+
+    /// The bearer token to send: the configured one, or for in-cluster
+    /// clients the token file's content, re-read once a minute.
+    fn bearer_token(&self) -> Option<String> {
+        let Some(tf) = &self.inner.token_file else {
+            return self.inner.cfg.token.clone();
+        };
+        let now = self.inner.clock.now();
+        let mut cached = tf.cached.lock();
+        if let Some((at, tok)) = cached.as_ref()
+            && now.saturating_duration_since(*at) < self.inner.clock.to_cluster(TOKEN_REREAD)
+        {
+            return Some(tok.clone());
+        }
+        match std::fs::read_to_string(&tf.path) {
+            Ok(t) => {
+                let t = t.trim().to_owned();
+                *cached = Some((now, t.clone()));
+                Some(t)
+            }
+            // Keep using the last good token, as client-go does.
+            Err(e) => {
+                tracing::warn!("re-reading {}: {e}", tf.path.display());
+                cached
+                    .as_ref()
+                    .map(|(_, t)| t.clone())
+                    .or_else(|| self.inner.cfg.token.clone())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -748,5 +862,31 @@ mod tests {
         assert_eq!(cfg.token.as_deref(), Some("t0k"));
         assert!(cfg.client_cert.is_none());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn in_cluster_config_reads_the_service_account_mount() {
+        let dir = std::env::temp_dir().join(format!("ackemu-kube-sa-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("token"), "tok1\n").unwrap();
+        std::fs::write(dir.join("ca.crt"), "CA").unwrap();
+        std::fs::write(dir.join("namespace"), "kube-system").unwrap();
+        set_in_cluster_env(&dir);
+        let cfg = ClientConfig::in_cluster().unwrap();
+        assert_eq!(cfg.server, "https://172.19.0.1:443");
+        assert_eq!(cfg.token.as_deref(), Some("tok1"));
+        assert_eq!(cfg.ca_pem, "CA");
+        assert_eq!(ClientConfig::in_cluster_namespace().unwrap(), "kube-system");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn set_in_cluster_env(dir: &std::path::Path) {
+        #[allow(unsafe_code)]
+        // SAFETY: no other test reads or writes these variables.
+        unsafe {
+            std::env::set_var("KUBERNETES_SERVICE_HOST", "172.19.0.1");
+            std::env::set_var("KUBERNETES_SERVICE_PORT", "443");
+            std::env::set_var("ACKEMU_SERVICEACCOUNT_DIR", dir);
+        }
     }
 }
