@@ -123,7 +123,7 @@ fn client_config(remote: &Remote, clock: &Clock) -> Result<rustls::ClientConfig,
 
 /// `insecureSkipTLSVerify`: accepts any server certificate.
 #[derive(Debug)]
-struct NoVerify;
+pub(crate) struct NoVerify;
 
 impl rustls::client::danger::ServerCertVerifier for NoVerify {
     fn verify_server_cert(

@@ -30,6 +30,8 @@ use crate::reqinfo::{self, RequestInfo};
 use crate::status::ApiError;
 use crate::storage::{ListOptions, Storage, Stored, object_rv, selected};
 
+mod connect;
+
 pub type Body = BoxBody<Bytes, Infallible>;
 
 /// Limits and identity of the API.
@@ -89,13 +91,50 @@ pub struct Api {
     /// Serializes Service creation so two Services never get one address.
     service_alloc: tokio::sync::Mutex<()>,
     tokens: RwLock<Option<Arc<crate::tokens::TokenSigner>>>,
+    kubelets: RwLock<Option<Arc<crate::kubelet::Kubelets>>>,
+}
+
+/// The built-in registry plus the subresources served by kubelets
+/// (`pods/attach`, `pods/portforward`, `nodes/proxy`), order kept.
+fn registry_with_connect_subresources() -> Registry {
+    use ackemu_kube::GroupVersionKind;
+    use ackemu_kube::registry::Subresource;
+    let sub = |name: &str, kind: &str, verbs: &[&str]| Subresource {
+        name: name.to_owned(),
+        kind: GroupVersionKind::new("", "v1", kind),
+        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+    };
+    let mut r = Registry::empty();
+    for mut info in Registry::builtin().iter().cloned() {
+        if info.group.is_empty() {
+            let extra = match info.resource.as_str() {
+                "pods" => vec![
+                    sub("attach", "PodAttachOptions", &["create", "get"]),
+                    sub("portforward", "PodPortForwardOptions", &["create", "get"]),
+                ],
+                "nodes" => vec![sub(
+                    "proxy",
+                    "NodeProxyOptions",
+                    &["create", "delete", "get", "patch", "update"],
+                )],
+                _ => Vec::new(),
+            };
+            for s in extra {
+                if info.subresource(&s.name).is_none() {
+                    info.subresources.push(s);
+                }
+            }
+        }
+        r.add(info);
+    }
+    r
 }
 
 /// Parsed query parameters (last value wins).
 #[derive(Debug, Default)]
 struct Query(BTreeMap<String, String>);
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -265,7 +304,7 @@ impl Api {
         });
         Arc::new(Self {
             audit_tx,
-            registry: RwLock::new(Registry::builtin()),
+            registry: RwLock::new(registry_with_connect_subresources()),
             storage,
             clock,
             tasks,
@@ -273,6 +312,7 @@ impl Api {
             mutating: Arc::new(Semaphore::new(cfg.max_mutating_requests_in_flight.max(1))),
             service_alloc: tokio::sync::Mutex::new(()),
             tokens: RwLock::new(None),
+            kubelets: RwLock::new(None),
             cfg,
         })
     }
@@ -523,6 +563,9 @@ impl Api {
         }
         if let Err(e) = self.authorize(&user, &info) {
             return error_response(&e);
+        }
+        if Self::is_connect(&info) {
+            return self.connect(parts, body, &info, &query).await;
         }
         let accept = parts
             .headers

@@ -16,6 +16,7 @@ pub mod alloc;
 pub mod api;
 pub mod cache;
 pub mod etcd;
+pub mod kubelet;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
@@ -65,6 +66,81 @@ pub struct Config {
     pub store_timeout: Duration,
     pub api: ApiConfig,
     pub cache: CacheConfig,
+    pub kubelet: KubeletOptions,
+}
+
+/// How to reach kubelets (`--kubelet-*` flags).
+#[derive(Clone, Debug)]
+pub struct KubeletOptions {
+    /// Client certificate for kubelets (PEM file); with `client_key`. When
+    /// absent the cluster CA issues one (CN `kube-apiserver-kubelet-client`,
+    /// O `system:masters`), written to `<pki-dir>/apiserver-kubelet-client.{crt,key}`.
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// CA bundle that kubelet serving certificates are verified against;
+    /// without it they are not verified (kube-apiserver's default).
+    pub certificate_authority: Option<PathBuf>,
+    /// Node address types in order of preference.
+    pub preferred_address_types: Vec<String>,
+    /// Connect timeout (cluster time).
+    pub dial_timeout: Duration,
+}
+
+impl Default for KubeletOptions {
+    fn default() -> Self {
+        Self {
+            client_certificate: None,
+            client_key: None,
+            certificate_authority: None,
+            preferred_address_types: kubelet::DEFAULT_ADDRESS_TYPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            dial_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The CN of the certificate the API server presents to kubelets.
+pub const KUBELET_CLIENT_CN: &str = "kube-apiserver-kubelet-client";
+
+/// Builds the kubelet client from the options, issuing a client
+/// certificate from the cluster CA when none is given.
+fn kubelet_client(
+    opts: &KubeletOptions,
+    ca: &Ca,
+    pki_dir: &std::path::Path,
+    clock: &ackemu_base::clock::Clock,
+) -> anyhow::Result<kubelet::Kubelets> {
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let (cert, key) = match (&opts.client_certificate, &opts.client_key) {
+        (Some(c), Some(k)) => (read(c)?, read(k)?),
+        (None, None) => {
+            let issued = ca.issue(
+                &CertSpec::client(KUBELET_CLIENT_CN, &["system:masters"], CERT_VALIDITY),
+                clock,
+            )?;
+            pki::write_private(
+                &pki_dir.join("apiserver-kubelet-client.crt"),
+                &issued.cert_pem,
+            )?;
+            pki::write_private(
+                &pki_dir.join("apiserver-kubelet-client.key"),
+                &issued.key_pem,
+            )?;
+            (issued.cert_pem, issued.key_pem)
+        }
+        _ => anyhow::bail!(
+            "--kubelet-client-certificate and --kubelet-client-key must be given together"
+        ),
+    };
+    let mut cfg = kubelet::KubeletConfig::new(cert, key);
+    cfg.ca_pem = opts.certificate_authority.as_ref().map(read).transpose()?;
+    cfg.preferred_address_types = opts.preferred_address_types.clone();
+    cfg.dial_timeout = opts.dial_timeout;
+    Ok(kubelet::Kubelets::new(cfg, clock)?)
 }
 
 impl Config {
@@ -80,6 +156,7 @@ impl Config {
             store_timeout: Duration::from_secs(10),
             api: ApiConfig::default(),
             cache: CacheConfig::default(),
+            kubelet: KubeletOptions::default(),
         }
     }
 }
@@ -153,6 +230,9 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Server> {
         .context("service-account signing key")?;
     let api = Api::new(storage, clock.clone(), tasks.clone(), api_cfg);
     api.set_token_signer(signer);
+    api.set_kubelets(
+        kubelet_client(&config.kubelet, &ca, &config.pki_dir, &clock).context("kubelet client")?,
+    );
     bootstrap(&api)
         .await
         .context("creating the cluster's default objects")?;

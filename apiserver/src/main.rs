@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ackemu_apiserver::{ApiConfig, CacheConfig, Config};
+use ackemu_apiserver::{ApiConfig, CacheConfig, Config, KubeletOptions};
 use ackemu_base::{CommonArgs, Env};
 use clap::Parser;
 
@@ -53,6 +53,25 @@ struct Args {
     /// Timeout of one store call (cluster time), e.g. 10s.
     #[arg(long, default_value = "10s")]
     store_timeout: humantime::Duration,
+    /// Client certificate (PEM) the API server presents to kubelets; with
+    /// --kubelet-client-key. Default: one issued by the cluster CA
+    /// (CN kube-apiserver-kubelet-client, O system:masters).
+    #[arg(long)]
+    kubelet_client_certificate: Option<PathBuf>,
+    /// Private key (PEM) of --kubelet-client-certificate.
+    #[arg(long)]
+    kubelet_client_key: Option<PathBuf>,
+    /// CA bundle (PEM) to verify kubelet serving certificates; without it
+    /// they are not verified.
+    #[arg(long)]
+    kubelet_certificate_authority: Option<PathBuf>,
+    /// Node address types to dial kubelets on, in order of preference.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "InternalIP,ExternalIP,Hostname"
+    )]
+    kubelet_preferred_address_types: Vec<String>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -80,6 +99,13 @@ async fn main() -> anyhow::Result<()> {
         cache: CacheConfig {
             window_events: args.watch_cache_events,
             ..CacheConfig::default()
+        },
+        kubelet: KubeletOptions {
+            client_certificate: args.kubelet_client_certificate,
+            client_key: args.kubelet_client_key,
+            certificate_authority: args.kubelet_certificate_authority,
+            preferred_address_types: args.kubelet_preferred_address_types,
+            ..KubeletOptions::default()
         },
     };
     ackemu_apiserver::run(config, env).await

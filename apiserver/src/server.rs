@@ -102,7 +102,7 @@ pub async fn serve(api: Arc<Api>, listener: TcpListener, tls: rustls::ServerConf
                 async move { Ok::<_, std::convert::Infallible>(serve_request(api, req, user).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {

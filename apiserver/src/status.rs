@@ -32,6 +32,13 @@ impl ApiError {
         }
     }
 
+    /// An error with an explicit code and reason (`""` is
+    /// `StatusReasonUnknown`, what Go errors that are not API statuses
+    /// become: code 500, no reason, the error text as message).
+    pub fn with_reason(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(code, reason, message)
+    }
+
     pub fn not_found(gr: &GroupResource, name: &str) -> Self {
         Self {
             details: details(gr, name),
@@ -184,9 +191,11 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
             "code": self.code,
         });
+        if !self.reason.is_empty() {
+            v["reason"] = json!(self.reason);
+        }
         if let Some(d) = &self.details {
             v["details"] = d.clone();
         }

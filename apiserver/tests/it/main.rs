@@ -5,6 +5,7 @@ mod client;
 mod harness;
 mod http;
 mod kubectl;
+mod kubelet;
 mod python;
 mod storage;
 mod webhook;
