@@ -14,6 +14,7 @@
 //! roles talk to each other only over unix sockets (gRPC from `lib/proto`)
 //! and by executing each other as processes, as their real counterparts do.
 
+pub mod attach;
 pub mod cni;
 pub mod cnid;
 pub mod grpc;
@@ -66,6 +67,9 @@ pub enum Role {
     Cnid(cnid::CnidArgs),
     /// The CRI-shaped container runtime.
     Runtime(runtime::RuntimeArgs),
+    /// Join the cluster with a bootstrap token (discovery, TLS bootstrap,
+    /// the node's units).
+    Attach(attach::AttachArgs),
 }
 
 /// Run `cli` to completion and return the process exit code.
@@ -77,6 +81,7 @@ pub fn main(cli: Cli) -> i32 {
         Role::Systemctl(a) => client(|| systemd::ctl::systemctl(a)),
         Role::Busctl(a) => client(|| systemd::ctl::busctl(a)),
         Role::Runc(a) => client(|| runc::main(a)),
+        Role::Attach(a) => client(|| attach::main(a)),
         Role::Cni(a) => cni::main(a),
     }
 }

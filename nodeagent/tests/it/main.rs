@@ -1,6 +1,8 @@
 //! Integration tests of `ackemu-node`: real processes, real namespaces.
 //! Tests needing root or network namespaces print `skipped: …` without them.
 
+mod attach;
+mod attach_cluster;
 mod cni;
 mod proxy;
 mod runtime;
