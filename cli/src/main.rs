@@ -1,9 +1,9 @@
 //! `ackemu`: the command-line front door.
 //!
-//! Subcommands exist only once they work. Today: `ackemu chaos` (failpoints,
-//! clock offset and task dumps of any running ackemu process, through its
-//! admin port's `FaultService`) and `ackemu cloud` (the fake cloud's
-//! OpenAPI, aliyun-CLI style).
+//! Subcommands exist only once they work: `up`/`down`/`status`/`logs` of a
+//! local cluster, `chaos` (failpoints, clock offsets, task dumps and
+//! process faults), `cloud` (the fake cloud's OpenAPI, aliyun-CLI style)
+//! and `scenario` (the end-to-end runner, `ackemu-e2e`).
 
 use clap::{Parser, Subcommand};
 
@@ -33,11 +33,26 @@ enum Command {
     Logs(cluster::LogsArgs),
     /// Inject faults into running processes: failpoints, clock offsets, task dumps.
     Chaos(chaos::ChaosArgs),
+    /// The end-to-end scenarios (SCENARIOS.md): `ackemu scenario list`, `ackemu scenario run S13`.
+    #[command(disable_help_flag = true)]
+    Scenario {
+        /// Arguments of `ackemu-e2e` (`list`, `run <ids> [--time-scale N] [--junit FILE]`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Forward TCP between the host's loopback and instances' namespaces (used by `up`).
     #[command(hide = true)]
     Forward(cluster::forward::ForwardArgs),
     /// Call the fake cloud like the aliyun CLI: `ackemu cloud vpc DescribeVpcs --RegionId cn-hangzhou`.
     Cloud(ackemu_cloudsim::cli::Args),
+}
+
+/// `ackemu scenario …`: the scenario runner next to this binary.
+fn scenario(args: &[String]) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let bin = cluster::process::binary("ackemu-e2e")?;
+    let err = std::process::Command::new(&bin).args(args).exec();
+    Err(anyhow::anyhow!("running {}: {err}", bin.display()))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -51,6 +66,7 @@ async fn main() -> std::process::ExitCode {
         Command::Chaos(args) => chaos::run(args).await,
         Command::Cloud(args) => ackemu_cloudsim::cli::run(args).await,
         Command::Forward(args) => cluster::forward::run(args).await,
+        Command::Scenario { args } => scenario(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -48,6 +48,10 @@ pub struct UpArgs {
     /// API server port on 127.0.0.1 (new clusters only; 0 picks a free one).
     #[arg(long, default_value_t = 6443)]
     pub apiserver_port: u16,
+    /// The store's backend space quota in bytes (`--quota-backend-bytes`;
+    /// 0: etcd's default of 2 GiB; new clusters only).
+    #[arg(long, default_value_t = 0)]
+    pub store_quota_bytes: u64,
     /// How long to wait for each component to become ready (real time).
     #[arg(long, default_value = "120s", value_parser = ackemu_base::clock::parse_duration)]
     pub ready_timeout: Duration,
@@ -228,6 +232,9 @@ fn plan(dir: &Path, args: &UpArgs) -> anyhow::Result<ClusterState> {
             "--initial-cluster-state=new".into(),
             format!("--admin-listen={a}"),
         ];
+        if args.store_quota_bytes > 0 {
+            argv.push(format!("--quota-backend-bytes={}", args.store_quota_bytes));
+        }
         argv.extend(clock_flags.iter().cloned());
         processes.push((
             names[i].to_string(),

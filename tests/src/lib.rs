@@ -1,0 +1,87 @@
+//! `ackemu-tests`: the end-to-end scenario runner (SCENARIOS.md).
+//!
+//! Each scenario runs on a freshly started cluster as setup → inject (the
+//! cause, the way it happens in real life) → observe (every symptom,
+//! through the interfaces a user has, within deadlines of cluster time) →
+//! heal → recover. Scenarios are written once against
+//! [`cluster::Cluster`]; the clusters are driven only through the user's
+//! tools (`kubectl`, `etcdctl`, `ackemu chaos|cloud|logs`), never through
+//! component internals.
+//!
+//! Must not know: any component crate. It depends on `lib/base` only.
+
+pub mod cluster;
+pub mod report;
+pub mod scenario;
+pub mod scenarios;
+
+use std::path::Path;
+
+use ackemu_base::clock::Clock;
+use cluster::{LocalCluster, UpOptions};
+use scenario::{Run, Scenario};
+
+/// Runs scenario `s` against `c`.
+pub async fn run_on(s: &Scenario, c: &impl cluster::Cluster) -> Run {
+    let clock = Clock::real();
+    let start = clock.now();
+    let mut r = Run::new(s.id, s.title, c);
+    println!("== {} {} ({})", s.id, s.title, c.backend());
+    let result = match s.id {
+        scenarios::s13::ID => scenarios::s13::run(c, &mut r).await,
+        scenarios::s14::ID => scenarios::s14::run(c, &mut r).await,
+        other => Err(anyhow::anyhow!("scenario {other} has no implementation")),
+    };
+    if let Err(e) = result {
+        println!("   failed: {e:#}");
+        r.error = Some(format!("{e:#}"));
+    }
+    r.wall = clock.now().saturating_duration_since(start);
+    r
+}
+
+/// Starts a fresh local cluster for `s` in `dir`, runs it, stops the
+/// cluster (keeping its data and logs unless `purge`).
+pub async fn run_local(
+    s: &Scenario,
+    ackemu: &Path,
+    dir: &Path,
+    time_scale: f64,
+    purge: bool,
+) -> Run {
+    let opts = UpOptions {
+        nodes: s.nodes,
+        time_scale,
+        store_quota_bytes: s.store_quota_bytes,
+        ..UpOptions::default()
+    };
+    let clock = Clock::real();
+    let start = clock.now();
+    match LocalCluster::up(ackemu, dir, &opts).await {
+        Ok(c) => {
+            let mut r = run_on(s, &c).await;
+            if let Err(e) = c.down(purge && r.passed()).await {
+                r.error.get_or_insert(format!("ackemu down: {e:#}"));
+            }
+            r.wall = clock.now().saturating_duration_since(start);
+            r
+        }
+        Err(e) => {
+            let mut r = Run::failed_start(s);
+            r.error = Some(format!("starting the cluster: {e:#}"));
+            r.wall = clock.now().saturating_duration_since(start);
+            r
+        }
+    }
+}
+
+/// The scenario with id `id` (case-insensitive), or an error listing them.
+pub fn find(id: &str) -> anyhow::Result<&'static Scenario> {
+    scenarios::ALL
+        .iter()
+        .find(|s| s.id.eq_ignore_ascii_case(id) || s.title == id)
+        .ok_or_else(|| {
+            let ids: Vec<&str> = scenarios::ALL.iter().map(|s| s.id).collect();
+            anyhow::anyhow!("no scenario {id:?}: expected one of {}", ids.join(", "))
+        })
+}

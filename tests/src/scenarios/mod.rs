@@ -1,0 +1,22 @@
+//! The scenarios of SCENARIOS.md that the runner reproduces so far.
+
+pub mod s13;
+pub mod s14;
+
+use crate::scenario::Scenario;
+
+/// Every scenario the runner knows, in SCENARIOS.md order.
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        id: s13::ID,
+        title: s13::TITLE,
+        nodes: 0,
+        store_quota_bytes: 0,
+    },
+    Scenario {
+        id: s14::ID,
+        title: s14::TITLE,
+        nodes: 0,
+        store_quota_bytes: s14::QUOTA_BYTES,
+    },
+];

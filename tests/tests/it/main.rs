@@ -1,0 +1,87 @@
+//! The scenarios, end to end, each on a fresh local cluster built from
+//! this workspace's binaries (root: the cluster runs on the VPC data plane).
+
+use std::path::PathBuf;
+
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().unwrap_or(deps).to_path_buf()
+}
+
+fn skip_reason() -> Option<String> {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        return Some("scenarios need root (network namespaces, TUN)".into());
+    }
+    for b in [
+        "ackemu",
+        "ackemu-store",
+        "ackemu-cloudsim",
+        "ackemu-apiserver",
+    ] {
+        if !bin_dir().join(b).exists() {
+            return Some(format!("{b} is not built (cargo build --workspace)"));
+        }
+    }
+    None
+}
+
+async fn scenario(id: &str) {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let s = ackemu_tests::find(id).expect("scenario exists");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let run = ackemu_tests::run_local(
+        s,
+        &bin_dir().join("ackemu"),
+        &tmp.path().join("c"),
+        60.0,
+        true,
+    )
+    .await;
+    let report = ackemu_tests::report::table(std::slice::from_ref(&run));
+    println!("{report}");
+    assert!(run.passed(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s13_store_leader_loss() {
+    scenario("S13").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s14_store_space_quota() {
+    scenario("S14").await;
+}
+
+#[test]
+fn junit_names_each_scenario_and_marks_failures() {
+    let s = ackemu_tests::find("s14").unwrap();
+    let mut failed = ackemu_tests::scenario::Run::failed_start(s);
+    failed.error = Some("starting the cluster: <boom> & \"more\"".into());
+    let x = ackemu_tests::report::junit(std::slice::from_ref(&failed));
+    assert!(x.contains(r#"tests="1" failures="1""#), "{x}");
+    assert!(x.contains(r#"name="S14 store-space-quota""#), "{x}");
+    assert!(x.contains("&lt;boom&gt; &amp; &quot;more&quot;"), "{x}");
+    let t = ackemu_tests::report::table(std::slice::from_ref(&failed));
+    assert!(
+        t.contains("FAIL") && t.contains("error: starting the cluster"),
+        "{t}"
+    );
+    assert!(
+        ackemu_tests::find("nope")
+            .unwrap_err()
+            .to_string()
+            .contains("S13, S14")
+    );
+}
