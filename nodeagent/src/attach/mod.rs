@@ -19,6 +19,7 @@
 //! registered.
 
 pub mod discovery;
+pub mod units;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,9 +75,36 @@ pub struct AttachArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "cnid.service,runtime.service,kubelet.service,proxy.service"
+        default_value = "cnid.service,runtime.service,kubelet.service"
     )]
     pub units: Vec<String>,
+    /// Directory of `ackemu-node` and `ackemu-workload`: when given, attach
+    /// lays down the node's unit files and CNI configuration under
+    /// `--data-dir` and starts the node's systemd if it is not running.
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// The node's InternalIP (passed to the kubelet).
+    #[arg(long)]
+    pub node_ip: Option<String>,
+    /// Cluster DNS servers (passed to the kubelet).
+    #[arg(long, value_delimiter = ',')]
+    pub cluster_dns: Vec<String>,
+    /// The node's pod CIDR; without it attach registers the Node and waits
+    /// for node IPAM to assign `spec.podCIDR`.
+    #[arg(long)]
+    pub pod_cidr: Option<String>,
+}
+
+impl AttachArgs {
+    /// The node's run directory: `--run-dir`, or `<data-dir>/run` when it
+    /// is left at the host-wide default (several nodes share one host).
+    pub fn run_dir(&self) -> PathBuf {
+        if self.paths.run_dir == std::path::Path::new("/run/ackemu") {
+            self.data_dir.join("run")
+        } else {
+            self.paths.run_dir.clone()
+        }
+    }
 }
 
 /// What a successful attach wrote.
@@ -106,8 +134,179 @@ pub fn main(args: AttachArgs) -> anyhow::Result<i32> {
             attached.csr,
             attached.kubeconfig.display()
         );
-        start_units(&args, &env.tasks).await
+        if args.bin_dir.is_some() {
+            match node_units(&args, &env.clock, &env.tasks, &attached).await {
+                Ok(code) => Ok(code),
+                Err(e) => {
+                    eprintln!("error execution phase kubelet-start: {e:#}");
+                    Ok(1)
+                }
+            }
+        } else {
+            start_units(&args, &env.tasks).await
+        }
     })
+}
+
+/// The node's pod CIDR: `--pod-cidr`, or the Node's `spec.podCIDR` once
+/// node IPAM assigned it (the Node is registered first if absent).
+async fn pod_cidr(
+    args: &AttachArgs,
+    clock: &Clock,
+    tasks: &Tasks,
+    attached: &Attached,
+) -> anyhow::Result<String> {
+    use ackemu_kube::api::core::v1::{Node, NodeAddress, NodeStatus};
+    if let Some(c) = &args.pod_cidr {
+        return Ok(c.clone());
+    }
+    let client = Client::new(
+        ClientConfig::from_kubeconfig(&attached.kubeconfig)?,
+        clock.clone(),
+        tasks.clone(),
+    )?;
+    let nodes = client.api::<Node>(None)?;
+    let name = &args.node_name;
+    match nodes.get(name).await {
+        Ok(_) => {}
+        Err(e) if e.is_not_found() => {
+            let mut addresses = vec![NodeAddress {
+                type_: "Hostname".into(),
+                address: name.clone(),
+            }];
+            if let Some(ip) = &args.node_ip {
+                addresses.insert(
+                    0,
+                    NodeAddress {
+                        type_: "InternalIP".into(),
+                        address: ip.clone(),
+                    },
+                );
+            }
+            let node = Node {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    labels: Some(
+                        [
+                            ("kubernetes.io/hostname".to_string(), name.clone()),
+                            ("kubernetes.io/os".to_string(), "linux".to_string()),
+                            ("kubernetes.io/arch".to_string(), "amd64".to_string()),
+                        ]
+                        .into(),
+                    ),
+                    ..Default::default()
+                },
+                spec: None,
+                status: Some(NodeStatus {
+                    addresses: Some(addresses),
+                    ..Default::default()
+                }),
+            };
+            match nodes.create(&node).await {
+                Ok(_) => println!("[kubelet-start] Registered node {name}"),
+                Err(e) if e.is_conflict() => {}
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("registering node {name}")));
+                }
+            }
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading node {name}"))),
+    }
+    let wait = async {
+        loop {
+            if let Ok(n) = nodes.get(name).await
+                && let Some(c) = n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty())
+            {
+                return c;
+            }
+            clock.sleep(Duration::from_secs(1)).await;
+        }
+    };
+    clock.timeout(args.bootstrap_timeout, wait).await.map_err(|_| {
+        anyhow::anyhow!(
+            "node {name} got no spec.podCIDR within {:?}: is the controller-manager's node IPAM running (--allocate-node-cidrs)?",
+            args.bootstrap_timeout
+        )
+    })
+}
+
+/// Lay down the node's units and start them through its systemd,
+/// starting systemd itself when it is not running.
+async fn node_units(
+    args: &AttachArgs,
+    clock: &Clock,
+    tasks: &Tasks,
+    attached: &Attached,
+) -> anyhow::Result<i32> {
+    let bin_dir = args.bin_dir.clone().context("--bin-dir")?;
+    let cidr = pod_cidr(args, clock, tasks, attached).await?;
+    println!(
+        "[kubelet-start] Node {} has pod CIDR {cidr}",
+        args.node_name
+    );
+    let run_dir = args.run_dir();
+    let layout = units::NodeLayout {
+        bin_dir: bin_dir.clone(),
+        data_dir: args.data_dir.clone(),
+        run_dir: run_dir.clone(),
+        node_name: args.node_name.clone(),
+        node_ip: args.node_ip.clone(),
+        cluster_dns: args.cluster_dns.clone(),
+        pod_cidr: cidr,
+        clock_flags: CommonArgs::clock_flags(clock),
+    };
+    let names = units::write(&layout)
+        .with_context(|| format!("writing the node's units under {}", args.data_dir.display()))?;
+    let private = run_dir.join("systemd/private");
+    if !private.exists() {
+        let log = std::fs::File::create(args.data_dir.join("systemd.log"))
+            .context("creating systemd.log")?;
+        let child = std::process::Command::new(bin_dir.join("ackemu-node"))
+            .arg("systemd")
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .arg("--unit-dir")
+            .arg(layout.unit_dir())
+            .arg("--log-dir")
+            .arg(args.data_dir.join("journal"))
+            .args(CommonArgs::clock_flags(clock))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().context("systemd.log")?)
+            .stderr(log)
+            .spawn()
+            .context("starting the node's systemd")?;
+        std::fs::write(args.data_dir.join("systemd.pid"), child.id().to_string())
+            .context("writing systemd.pid")?;
+        println!("[kubelet-start] Started systemd (pid {})", child.id());
+        let up = async {
+            while std::os::unix::net::UnixStream::connect(&private).is_err() {
+                clock
+                    .sleep(clock.to_cluster(Duration::from_millis(50)))
+                    .await;
+            }
+        };
+        clock
+            .timeout(clock.to_cluster(Duration::from_secs(30)), up)
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("systemd did not open {} within 30s", private.display())
+            })?;
+    }
+    let bus = crate::systemd::client::BusClient::connect(&private, "attach", tasks).await?;
+    for u in &names {
+        match bus.start_unit(u).await {
+            Ok(r) if r == "done" => println!("[kubelet-start] Started {u}"),
+            Ok(r) => {
+                eprintln!("Job for {u} failed (start: {r}).");
+                return Ok(1);
+            }
+            Err(e) => {
+                eprintln!("Failed to start {u}: {e}");
+                return Ok(1);
+            }
+        }
+    }
+    Ok(0)
 }
 
 /// Discovery and TLS bootstrap; writes the kubeconfig and CA.
@@ -430,12 +629,12 @@ async fn fetch_untrusted(authority: &str, host: &str, clock: &Clock) -> anyhow::
 
 /// Start the node's units through its systemd, or print how.
 async fn start_units(args: &AttachArgs, tasks: &Tasks) -> anyhow::Result<i32> {
-    let sock = args.paths.private_socket();
+    let sock = args.run_dir().join("systemd/private");
     if !sock.exists() {
         println!(
             "[kubelet-start] systemd is not running on this node ({} is missing); start the node's units with:\n  ackemu-node systemctl --run-dir {} start {}",
             sock.display(),
-            args.paths.run_dir.display(),
+            args.run_dir().display(),
             args.units.join(" ")
         );
         return Ok(0);

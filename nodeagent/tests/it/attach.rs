@@ -338,5 +338,103 @@ async fn attach_joins_with_the_bootstrap_token_and_refuses_forgeries_and_bad_tok
         )
         .await?;
     assert_eq!(review["status"]["userInfo"]["username"], "system:node:n1");
+
+    // With --bin-dir the node's units are laid down and its systemd
+    // started: the Node is registered, node IPAM gives it a pod CIDR.
+    // (Nothing is wired in the host namespace: cnid creates its bridge on
+    // the first pod, and no pod lands here.)
+    let bin = work.path().join("bin");
+    std::fs::create_dir_all(&bin)?;
+    std::os::unix::fs::symlink(BIN, bin.join("ackemu-node"))?;
+    let out = std::process::Command::new(BIN)
+        .args([
+            "attach",
+            "--apiserver",
+            &cp.url,
+            "--token",
+            "abcdef.0123456789abcdef",
+        ])
+        .args([
+            "--node-name",
+            "n2",
+            "--node-ip",
+            "192.168.0.22",
+            "--cluster-dns",
+            "172.19.0.10",
+        ])
+        .arg("--data-dir")
+        .arg(work.path().join("n2"))
+        .arg("--bin-dir")
+        .arg(&bin)
+        .args(["--bootstrap-timeout", "60s"])
+        .output()?;
+    let n2 = work.path().join("n2");
+    let systemd_pid: Option<i32> = std::fs::read_to_string(n2.join("systemd.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok());
+    let _stop = StopOnDrop(systemd_pid);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}
+systemd: {}",
+        text(&out),
+        std::fs::read_to_string(n2.join("systemd.log")).unwrap_or_default()
+    );
+    let t = text(&out);
+    assert!(t.contains("[kubelet-start] Registered node n2"), "{t}");
+    assert!(
+        t.contains("[kubelet-start] Node n2 has pod CIDR 172.16."),
+        "{t}"
+    );
+    let node = cp.client.request("GET", "/api/v1/nodes/n2", None).await?;
+    assert!(
+        node["spec"]["podCIDR"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("172.16.")
+    );
+    for u in ["cnid.service", "runtime.service", "kubelet.service"] {
+        assert!(n2.join("units").join(u).exists(), "{u}");
+    }
+    assert!(n2.join("cni/net.d/10-ackemu.conf").exists());
+    let rd = n2.join("run").display().to_string();
+    for u in ["cnid.service", "runtime.service"] {
+        let o = std::process::Command::new(BIN)
+            .args(["systemctl", "--run-dir", &rd, "is-active", u])
+            .output()?;
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "active",
+            "{u}: {}",
+            text(&o)
+        );
+    }
+    let sock = n2.join("run/runtime.sock");
+    crate::util::wait_socket(&sock).await;
     Ok(())
+}
+
+/// SIGTERM the node's systemd (it stops its units) and wait for it.
+struct StopOnDrop(Option<i32>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let Some(pid) = self.0 else { return };
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let clock = ackemu_base::clock::Clock::real();
+        let deadline = clock.now() + crate::util::DEADLINE;
+        while std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+        {
+            if clock.now() > deadline {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                break;
+            }
+            std::thread::park_timeout(std::time::Duration::from_millis(50));
+        }
+    }
 }

@@ -179,7 +179,9 @@ impl ControlPlane {
         )?);
         cmd.arg("--kubeconfig")
             .arg(self.dir.path().join("admin.kubeconfig"))
-            .arg("--controllers=bootstrapsigner,tokencleaner,csrapproving")
+            .arg("--controllers=bootstrapsigner,tokencleaner,csrapproving,nodeipam")
+            .arg("--allocate-node-cidrs")
+            .arg("--cluster-cidr=172.16.0.0/16")
             .arg("--leader-elect=false")
             .arg("--cluster-signing-cert-file")
             .arg(self.pki("ca.crt"))
