@@ -7,17 +7,21 @@
 //! container operation, with libcontainer's `UseSystemd` probe), [`cni`] and
 //! [`cnid`] (the CNI plugin and its daemon with one netlink lock),
 //! [`runtime`] (the CRI-shaped gRPC server with per-container locks and the
-//! network plugin manager's per-pod locks), and [`proxy`] (kube-proxy's
-//! iptables-mode nat rules as a pure function).
+//! network plugin manager's per-pod locks), [`kubelet`] (node status and
+//! Lease, PLEG with its health threshold, pod workers on the runtime), and
+//! [`proxy`] (kube-proxy's iptables-mode nat rules as a pure function).
 //!
-//! Must not know: the API server, the cloud, other component crates. The
-//! roles talk to each other only over unix sockets (gRPC from `lib/proto`)
-//! and by executing each other as processes, as their real counterparts do.
+//! Must not know: the cloud, other component crates. The API server is
+//! reached only through `lib/kube`'s client (the kubelet, attach, the
+//! kubelet API's reviews), as the real node agents reach it. The roles talk
+//! to each other only over unix sockets (gRPC from `lib/proto`) and by
+//! executing each other as processes, as their real counterparts do.
 
 pub mod attach;
 pub mod cni;
 pub mod cnid;
 pub mod grpc;
+pub mod kubelet;
 pub mod paths;
 pub mod proc;
 pub mod proxy;
@@ -70,6 +74,8 @@ pub enum Role {
     /// Join the cluster with a bootstrap token (discovery, TLS bootstrap,
     /// the node's units).
     Attach(attach::AttachArgs),
+    /// The kubelet: node registration and status, PLEG, pod workers.
+    Kubelet(kubelet::KubeletArgs),
 }
 
 /// Run `cli` to completion and return the process exit code.
@@ -78,6 +84,7 @@ pub fn main(cli: Cli) -> i32 {
         Role::Systemd(a) => daemon(|| systemd::main(a)),
         Role::Cnid(a) => daemon(|| cnid::main(a)),
         Role::Runtime(a) => daemon(|| runtime::main(a)),
+        Role::Kubelet(a) => daemon(|| kubelet::main(a)),
         Role::Systemctl(a) => client(|| systemd::ctl::systemctl(a)),
         Role::Busctl(a) => client(|| systemd::ctl::busctl(a)),
         Role::Runc(a) => client(|| runc::main(a)),

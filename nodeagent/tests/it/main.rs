@@ -4,6 +4,7 @@
 mod attach;
 mod attach_cluster;
 mod cni;
+mod kubelet;
 mod proxy;
 mod runtime;
 mod server;
