@@ -3,5 +3,6 @@
 
 pub mod bus;
 pub mod cnid;
+pub mod image;
 pub mod runtime;
 pub mod status;

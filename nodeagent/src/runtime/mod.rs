@@ -17,6 +17,7 @@
 
 pub mod cni;
 pub mod exec;
+pub mod images;
 pub mod logs;
 
 use std::collections::{BTreeMap, HashMap};
@@ -141,7 +142,8 @@ pub async fn run(config: RuntimeConfig, env: Env) -> anyhow::Result<()> {
     rt.start_dump_on_sigusr1()?;
     let listener = crate::uds::bind(&config.socket)
         .with_context(|| format!("binding {}", config.socket.display()))?;
-    let router = tonic::service::Routes::new(crate::grpc::runtime::server(rt))
+    let router = tonic::service::Routes::new(crate::grpc::runtime::server(rt.clone()))
+        .add_service(crate::grpc::image::server(rt))
         .into_axum_router()
         .merge(crate::uds::debug_routes());
     tracing::info!("runtime: serving CRI on {}", config.socket.display());
@@ -248,6 +250,8 @@ pub struct Runtime {
     containers: Arc<SyncMutex<BTreeMap<String, Arc<Container>>>>,
     /// The network plugin manager's per-pod locks.
     pod_locks: Arc<SyncMutex<HashMap<String, Arc<Mutex<()>>>>>,
+    /// Pulled images by normalized reference.
+    images: Arc<SyncMutex<BTreeMap<String, images::Pulled>>>,
 }
 
 fn new_id() -> String {
@@ -271,6 +275,7 @@ impl Runtime {
             sandboxes: Arc::default(),
             containers: Arc::default(),
             pod_locks: Arc::default(),
+            images: Arc::default(),
         }
     }
 
@@ -608,7 +613,14 @@ impl Runtime {
                     config.metadata.clone().unwrap_or_default().name
                 )));
             };
-            argv = vec![bin.display().to_string(), image_program(&image)];
+            argv = match self.find_image(&image) {
+                // A pulled image runs its entrypoint's program.
+                Some(p) => std::iter::once(bin.display().to_string())
+                    .chain(std::iter::once(p.program))
+                    .chain(p.args)
+                    .collect(),
+                None => vec![bin.display().to_string(), image_program(&image)],
+            };
         }
         argv.extend(config.args.iter().cloned());
         let id = new_id();

@@ -6,6 +6,7 @@ mod attach_cluster;
 mod cni;
 mod kubelet;
 mod proxy;
+mod pull;
 mod runtime;
 mod server;
 mod server_mounts;

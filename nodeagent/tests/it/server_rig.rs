@@ -30,6 +30,11 @@ pub struct Ctr<'a> {
 
 impl Node {
     pub async fn start(pod_cidr: &str) -> Node {
+        Node::start_with(pod_cidr, &[]).await
+    }
+
+    /// With extra `runtime` flags.
+    pub async fn start_with(pod_cidr: &str, runtime_args: &[&str]) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let node = Netns::new("node");
         let p = dir.path();
@@ -73,7 +78,8 @@ impl Node {
             .arg(&conf)
             .arg("--cni-bin-dir")
             .arg(&bin)
-            .args(["--netns-prefix", &prefix]);
+            .args(["--netns-prefix", &prefix])
+            .args(runtime_args);
         let runtime = Proc::spawn(cmd, &p.join("runtime.log"));
         let sock = run.join("runtime.sock");
         wait_socket(&sock).await;
