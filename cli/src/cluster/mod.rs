@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use process::{alive, binary, free_port, spawn, stop, wait_ready};
+use process::{alive, binary, spawn, stop, wait_ready};
 
 /// Where a cluster lives.
 #[derive(Args, Debug, Clone)]
@@ -133,8 +133,22 @@ fn log_path(dir: &Path, name: &str) -> PathBuf {
     dir.join("logs").join(format!("{name}.log"))
 }
 
-fn admin_addr() -> anyhow::Result<String> {
-    Ok(format!("127.0.0.1:{}", free_port()?))
+/// Free loopback ports, held until the plan is written so that no two
+/// picks are the same port (a port let go can be handed out again).
+#[derive(Default)]
+struct Ports(Vec<std::net::TcpListener>);
+
+impl Ports {
+    fn next(&mut self) -> anyhow::Result<u16> {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        self.0.push(l);
+        Ok(port)
+    }
+
+    fn addr(&mut self) -> anyhow::Result<String> {
+        Ok(format!("127.0.0.1:{}", self.next()?))
+    }
 }
 
 /// Why the VPC data plane cannot run here, if it cannot.
@@ -205,14 +219,11 @@ fn plan(dir: &Path, args: &UpArgs) -> anyhow::Result<ClusterState> {
     let suffix = cluster_suffix(dir);
     let netns_prefix = format!("ak{suffix}-");
     let mut processes = Vec::new();
+    let mut ports = Ports::default();
 
     let names = ["store-0", "store-1", "store-2"];
-    let clients: Vec<String> = (0..3)
-        .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
-        .collect::<Result<_, _>>()?;
-    let peers: Vec<String> = (0..3)
-        .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
-        .collect::<Result<_, _>>()?;
+    let clients: Vec<String> = (0..3).map(|_| ports.addr()).collect::<Result<_, _>>()?;
+    let peers: Vec<String> = (0..3).map(|_| ports.addr()).collect::<Result<_, _>>()?;
     let initial_cluster = names
         .iter()
         .zip(&peers)
@@ -220,7 +231,7 @@ fn plan(dir: &Path, args: &UpArgs) -> anyhow::Result<ClusterState> {
         .collect::<Vec<_>>()
         .join(",");
     for i in 0..3 {
-        let a = admin_addr()?;
+        let a = ports.addr()?;
         let mut argv = vec![
             format!("--name={}", names[i]),
             format!("--data-dir={}", d(&format!("store/{}", names[i]))),
@@ -248,13 +259,13 @@ fn plan(dir: &Path, args: &UpArgs) -> anyhow::Result<ClusterState> {
         ));
     }
 
-    let cloud_grpc = format!("127.0.0.1:{}", free_port()?);
-    let a = admin_addr()?;
+    let cloud_grpc = ports.addr()?;
+    let a = ports.addr()?;
     let mut argv = vec![
         format!("--data-dir={}", d("cloudsim")),
         format!("--grpc-listen={cloud_grpc}"),
-        format!("--metadata-listen=127.0.0.1:{}", free_port()?),
-        format!("--registry-listen=127.0.0.1:{}", free_port()?),
+        format!("--metadata-listen={}", ports.addr()?),
+        format!("--registry-listen={}", ports.addr()?),
         format!("--admin-profile-file={}", d("cloud-profile.json")),
         "--hypervisor=local".into(),
         format!("--netns-prefix={netns_prefix}"),
@@ -275,7 +286,7 @@ fn plan(dir: &Path, args: &UpArgs) -> anyhow::Result<ClusterState> {
     ));
 
     let port = if args.apiserver_port == 0 {
-        free_port()?
+        ports.next()?
     } else {
         args.apiserver_port
     };
@@ -321,8 +332,23 @@ fn control_plane(dir: &Path, st: &mut ClusterState) -> anyhow::Result<()> {
     let master = &cloud.master_ip;
     let internal_kubeconfig = d("pki/admin.conf");
     let mut procs: Vec<(String, Proc)> = Vec::new();
+    let mut ports = Ports::default();
+    // Ports the plan already uses stay out of the picks.
+    let mut used: std::collections::BTreeSet<String> =
+        st.processes.iter().map(|(_, p)| p.admin.clone()).collect();
+    used.insert(st.apiserver.clone());
+    used.extend(st.store_endpoints.iter().cloned());
+    let mut pick = move || -> anyhow::Result<String> {
+        loop {
+            let a = ports.addr()?;
+            if !used.contains(&a) {
+                return Ok(a);
+            }
+        }
+    };
+    let fwd_admin = pick()?;
     let mut master_proc = |name: &str, binary: &str, mut argv: Vec<String>| -> anyhow::Result<()> {
-        let a = admin_addr()?;
+        let a = pick()?;
         argv.push(format!("--admin-listen={a}"));
         argv.extend(clock_flags.iter().cloned());
         procs.push((
@@ -374,7 +400,6 @@ fn control_plane(dir: &Path, st: &mut ClusterState) -> anyhow::Result<()> {
     // The host reaches the master through loopback forwards only; the
     // master reaches the store members on the host's loopback (their
     // underlay) through forwards in the other direction.
-    let fwd_admin = admin_addr()?;
     let mut fargs = vec![format!("--map={}={ns}/{master}:6443", st.apiserver)];
     for (_, p) in &procs {
         fargs.push(format!("--map={}={ns}/{}", p.admin, p.admin));
