@@ -22,6 +22,14 @@ pub fn connect(kubeconfig: Option<&Path>, clock: &Clock, tasks: &Tasks) -> anyho
     })
 }
 
+/// The service-account mount: `$ACKEMU_SERVICEACCOUNT_DIR` or the
+/// standard path.
+pub fn service_account_dir() -> std::path::PathBuf {
+    std::env::var_os("ACKEMU_SERVICEACCOUNT_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| ackemu_kube::client::SERVICE_ACCOUNT_DIR.into())
+}
+
 /// The namespace this program runs in: `--namespace`, else the service
 /// account's, else `fallback`.
 pub fn own_namespace(flag: Option<&str>, fallback: &str) -> String {

@@ -4,21 +4,31 @@
 //! node's runc starts `ackemu-workload <program> [args]` inside the pod's
 //! network namespace. Owns: `pause`, `app` (the seed's HTTP app on :2580), a
 //! toolbox (`nslookup`, `wget`, `ping`, `telnet`, `sleep`) with the output
-//! shapes of the real tools, and cluster DNS (`dns`).
+//! shapes of the real tools, cluster DNS (`dns`) and `metrics-server`.
 //!
 //! Must not know: the node agent, the cloud, the API server's internals.
 //! Programs read what a container would (argv, env, `resolv.conf`).
 
 pub mod app;
 pub mod dns;
+pub mod https;
 pub mod kube;
+pub mod metrics;
 pub mod toolbox;
 
 use std::process::ExitCode;
 
 /// Programs this binary can run.
 pub const PROGRAMS: &[&str] = &[
-    "pause", "app", "dns", "nslookup", "wget", "ping", "telnet", "sleep",
+    "pause",
+    "app",
+    "dns",
+    "metrics-server",
+    "nslookup",
+    "wget",
+    "ping",
+    "telnet",
+    "sleep",
 ];
 
 /// Run `program` with `args`; what a container's entrypoint would do.
@@ -27,6 +37,7 @@ pub async fn run(program: &str, args: &[String]) -> ExitCode {
         "pause" => toolbox::pause().await,
         "app" => app::main(args).await,
         "dns" => dns::main(args).await.map_err(|e| format!("{e:#}")),
+        "metrics-server" => metrics::main(args).await.map_err(|e| format!("{e:#}")),
         "nslookup" => toolbox::nslookup::main(args).await,
         "wget" => toolbox::wget::main(args).await,
         "ping" => toolbox::ping::main(args).await,

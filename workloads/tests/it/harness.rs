@@ -90,6 +90,19 @@ fn apiserver_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// `kubectl.1.33`, installed beside the `kubectl` dispatcher.
+pub fn kubectl_bin() -> PathBuf {
+    let which = Command::new("sh")
+        .args(["-c", "readlink -f \"$(command -v kubectl)\""])
+        .output()
+        .expect("sh");
+    let path = PathBuf::from(String::from_utf8_lossy(&which.stdout).trim());
+    path.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin"))
+        .join("kubectl.1.33")
+}
+
 /// etcd + the API server.
 pub struct Cluster {
     _etcd: Proc,
@@ -211,7 +224,7 @@ impl Cluster {
 
     /// Apply a YAML/JSON manifest with the real kubectl.
     pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
-        Command::new("kubectl.1.33")
+        Command::new(kubectl_bin())
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
             .args(args)
             .output()

@@ -3,6 +3,7 @@
 
 mod cluster_dns;
 mod harness;
+mod metrics_server;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
