@@ -126,10 +126,19 @@ fn decode<K: DeserializeOwned>(mut v: Value) -> Option<K> {
 struct Reflectors {
     nodes: Reflector,
     pods: Reflector,
-    services: Reflector,
-    replicasets: Reflector,
-    statefulsets: Reflector,
-    rcs: Reflector,
+    // Spreading's inputs; a kind the API server does not serve is skipped.
+    services: Option<Reflector>,
+    replicasets: Option<Reflector>,
+    statefulsets: Option<Reflector>,
+    rcs: Option<Reflector>,
+}
+
+/// Waits for a notification of an optional reflector (never, without one).
+async fn recv(r: &mut Option<Reflector>) -> Option<Notification> {
+    match r {
+        Some(r) => r.notifications.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Reflectors {
@@ -147,25 +156,41 @@ impl Reflectors {
                 &env.tasks,
             )
         };
+        fn optional<K: k8s_openapi::Resource + serde::Serialize + DeserializeOwned>(
+            client: &Client,
+            start: &dyn Fn(ackemu_kube::client::DynamicApi) -> Reflector,
+        ) -> Option<Reflector> {
+            match client.api::<K>(None) {
+                Ok(api) => Some(start(api.dynamic().clone())),
+                Err(e) => {
+                    tracing::warn!("not watching {} for spreading: {e}", K::KIND);
+                    None
+                }
+            }
+        }
         Ok(Reflectors {
             nodes: start(client.api::<Node>(None)?.dynamic().clone()),
             pods: start(client.api::<Pod>(None)?.dynamic().clone()),
-            services: start(client.api::<Service>(None)?.dynamic().clone()),
-            replicasets: start(client.api::<ReplicaSet>(None)?.dynamic().clone()),
-            statefulsets: start(client.api::<StatefulSet>(None)?.dynamic().clone()),
-            rcs: start(client.api::<ReplicationController>(None)?.dynamic().clone()),
+            services: optional::<Service>(client, &start),
+            replicasets: optional::<ReplicaSet>(client, &start),
+            statefulsets: optional::<StatefulSet>(client, &start),
+            rcs: optional::<ReplicationController>(client, &start),
         })
     }
 
-    fn all(&self) -> [&Reflector; 6] {
-        [
-            &self.nodes,
-            &self.pods,
-            &self.services,
-            &self.replicasets,
-            &self.statefulsets,
-            &self.rcs,
-        ]
+    fn all(&self) -> Vec<&Reflector> {
+        let mut v = vec![&self.nodes, &self.pods];
+        v.extend(
+            [
+                &self.services,
+                &self.replicasets,
+                &self.statefulsets,
+                &self.rcs,
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        v
     }
 
     fn synced(&self) -> bool {
@@ -493,13 +518,14 @@ pub async fn run(config: Config, env: Env) -> Result<(), RunError> {
     let result = loop {
         // Everything that already arrived, before deciding anything.
         for (src, r) in [
-            (Source::Nodes, &mut reflectors.nodes),
-            (Source::Pods, &mut reflectors.pods),
-            (Source::Services, &mut reflectors.services),
-            (Source::ReplicaSets, &mut reflectors.replicasets),
-            (Source::StatefulSets, &mut reflectors.statefulsets),
-            (Source::Rcs, &mut reflectors.rcs),
+            (Source::Nodes, Some(&mut reflectors.nodes)),
+            (Source::Pods, Some(&mut reflectors.pods)),
+            (Source::Services, reflectors.services.as_mut()),
+            (Source::ReplicaSets, reflectors.replicasets.as_mut()),
+            (Source::StatefulSets, reflectors.statefulsets.as_mut()),
+            (Source::Rcs, reflectors.rcs.as_mut()),
         ] {
+            let Some(r) = r else { continue };
             while let Ok(n) = r.notifications.try_recv() {
                 s.apply(src, n);
             }
@@ -613,10 +639,10 @@ pub async fn run(config: Config, env: Env) -> Result<(), RunError> {
         tokio::select! {
             n = reflectors.nodes.notifications.recv() => if let Some(n) = n { s.apply(Source::Nodes, n) },
             n = reflectors.pods.notifications.recv() => if let Some(n) = n { s.apply(Source::Pods, n) },
-            n = reflectors.services.notifications.recv() => if let Some(n) = n { s.apply(Source::Services, n) },
-            n = reflectors.replicasets.notifications.recv() => if let Some(n) = n { s.apply(Source::ReplicaSets, n) },
-            n = reflectors.statefulsets.notifications.recv() => if let Some(n) = n { s.apply(Source::StatefulSets, n) },
-            n = reflectors.rcs.notifications.recv() => if let Some(n) = n { s.apply(Source::Rcs, n) },
+            n = recv(&mut reflectors.services) => if let Some(n) = n { s.apply(Source::Services, n) },
+            n = recv(&mut reflectors.replicasets) => if let Some(n) = n { s.apply(Source::ReplicaSets, n) },
+            n = recv(&mut reflectors.statefulsets) => if let Some(n) = n { s.apply(Source::StatefulSets, n) },
+            n = recv(&mut reflectors.rcs) => if let Some(n) = n { s.apply(Source::Rcs, n) },
             b = bound_rx.recv() => if let Some(b) = b {
                 in_flight -= 1;
                 s.bound(b).await;
