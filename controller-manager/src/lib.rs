@@ -23,10 +23,16 @@
 //!
 //! [`runtime`] is the process around the cores: shared informers, keyed
 //! rate-limited work queues, one driver per controller performing the
-//! writes a core returns, the event recorder and leader election.
+//! writes a core returns, the event recorder and leader election; its
+//! [`runtime::ccm`] and [`runtime::autoscaler`] drive the cloud cores
+//! through [`cloudapi`], the signed cloud client (AccessKey or the
+//! instance's RAM role from the metadata service). Three binaries:
+//! `ackemu-controller-manager`, `ackemu-cloud-controller-manager`,
+//! `ackemu-cluster-autoscaler`.
 //!
 //! The cores must not know about transports, the API server's client, the
-//! cloud's client, processes or the real clock: only [`runtime`] does IO,
+//! cloud's client, processes or the real clock: only [`runtime`] and
+//! [`cloudapi`] do IO,
 //! and every core is deterministic given its inputs. The crate must not
 //! depend on other component crates (the scheduler's fit check is
 //! re-implemented in [`util::fit`]).
@@ -35,6 +41,7 @@ pub mod autoscaler;
 pub mod bootstrap;
 pub mod certificates;
 pub mod cloud;
+pub mod cloudapi;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;

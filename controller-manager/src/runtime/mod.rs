@@ -3,7 +3,9 @@
 //! and perform the writes they return. Each controller's driver lives in
 //! its own module here; the cores know nothing of this.
 
+pub mod autoscaler;
 pub mod bootstrap;
+pub mod ccm;
 pub mod certificates;
 pub mod daemonset;
 pub mod deployment;
@@ -249,6 +251,86 @@ pub struct Handle {
     pub monitors: Vec<Arc<Informer<serde_json::Value>>>,
 }
 
+/// The shared pieces (client, informers, event recorder) for a process
+/// that starts its own drivers on them: the cloud-controller-manager and
+/// the autoscaler. Start the informers with [`start_informers`] once the
+/// drivers have registered their handlers.
+pub fn context(
+    client: &ClientConfig,
+    env: &Env,
+    queue_capacity: usize,
+) -> Result<Ctx, ClientError> {
+    let client = Client::new(client.clone(), env.clock.clone(), env.tasks.clone())?;
+    let inf = Arc::new(Informers::new(&client)?);
+    Ok(Ctx {
+        clock: env.clock.clone(),
+        tasks: env.tasks.clone(),
+        client: client.clone(),
+        inf,
+        recorder: events::Recorder::start(client, env.clock.clone(), &env.tasks, 1000),
+        queue_capacity,
+    })
+}
+
+/// Starts the informers drivers asked for and waits (bounded) for them to
+/// sync.
+pub async fn start_informers(ctx: &Ctx, timeout: Duration) {
+    ctx.inf.start(&ctx.client, ctx);
+    if ctx
+        .clock
+        .timeout(timeout, ctx.inf.wait_synced())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "some informers have not synced after {timeout:?}; controllers start anyway"
+        );
+    }
+}
+
+/// Leader election on `kube-system/<lease>`: returns `true` once this
+/// process leads (and cancels the process's tasks if it later loses the
+/// lease), `false` if the process was told to stop first.
+pub async fn elect(client: &ClientConfig, env: &Env, lease: &str) -> Result<bool, ClientError> {
+    let client = Client::new(client.clone(), env.clock.clone(), env.tasks.clone())?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let identity = format!("{}_{}", host.trim(), std::process::id());
+    let lcfg = ackemu_kube::client::leader::LeaderConfig::new("kube-system", lease, &identity);
+    let mut leader =
+        ackemu_kube::client::leader::start(client, lcfg, env.clock.clone(), &env.tasks);
+    tracing::info!("attempting to acquire leader lease kube-system/{lease} as {identity}");
+    let stop = env.tasks.token();
+    tokio::select! {
+        r = leader.wait_for(|l| *l) => { if r.is_err() { return Ok(false); } }
+        () = stop.cancelled() => return Ok(false),
+    }
+    tracing::info!("successfully acquired lease kube-system/{lease}");
+    let token = env.tasks.token();
+    env.tasks.spawn("leader watch", async move {
+        if leader.wait_for(|l| !*l).await.is_ok() && !token.is_cancelled() {
+            tracing::error!("leaderelection lost");
+            token.cancel();
+        }
+    });
+    Ok(true)
+}
+
+/// Serves until the process is told to stop, then waits (bounded) for
+/// its tasks.
+pub async fn serve_until_stopped(env: &Env) {
+    env.tasks.token().cancelled().await;
+    // Bounded: an open API connection's task ends only when the server
+    // closes it.
+    if env
+        .clock
+        .timeout(SHUTDOWN_GRACE, env.tasks.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("tasks still running after {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+}
+
 /// Builds the client and informers, starts the enabled controllers and
 /// returns once the caches have synced.
 pub async fn start(config: Config, env: &Env) -> Result<Handle, RunError> {
@@ -369,45 +451,10 @@ pub async fn start(config: Config, env: &Env) -> Result<Handle, RunError> {
 /// `run(config, env)`: win the election (when asked to), start, then serve
 /// until the process is told to stop or loses the lease.
 pub async fn run(config: Config, env: Env) -> Result<(), RunError> {
-    if config.leader_elect {
-        let client = Client::new(config.client.clone(), env.clock.clone(), env.tasks.clone())?;
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let identity = format!("{}_{}", host.trim(), std::process::id());
-        let lcfg = ackemu_kube::client::leader::LeaderConfig::new(
-            "kube-system",
-            "kube-controller-manager",
-            &identity,
-        );
-        let mut leader =
-            ackemu_kube::client::leader::start(client, lcfg, env.clock.clone(), &env.tasks);
-        tracing::info!(
-            "attempting to acquire leader lease kube-system/kube-controller-manager as {identity}"
-        );
-        let stop = env.tasks.token();
-        tokio::select! {
-            r = leader.wait_for(|l| *l) => { if r.is_err() { return Ok(()); } }
-            () = stop.cancelled() => return Ok(()),
-        }
-        tracing::info!("successfully acquired lease kube-system/kube-controller-manager");
-        let token = env.tasks.token();
-        env.tasks.spawn("leader watch", async move {
-            if leader.wait_for(|l| !*l).await.is_ok() && !token.is_cancelled() {
-                tracing::error!("leaderelection lost");
-                token.cancel();
-            }
-        });
+    if config.leader_elect && !elect(&config.client, &env, "kube-controller-manager").await? {
+        return Ok(());
     }
     let _h = start(config, &env).await?;
-    env.tasks.token().cancelled().await;
-    // Bounded: an open API connection's task ends only when the server
-    // closes it.
-    if env
-        .clock
-        .timeout(SHUTDOWN_GRACE, env.tasks.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("tasks still running after {SHUTDOWN_GRACE:?}; exiting anyway");
-    }
+    serve_until_stopped(&env).await;
     Ok(())
 }

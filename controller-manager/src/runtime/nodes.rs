@@ -81,7 +81,7 @@ pub fn start_ipam(ctx: &Ctx, workers: usize, cfg: IpamConfig) {
     });
 }
 
-async fn patch_taints(
+pub(crate) async fn patch_taints(
     ctx: &Ctx,
     node: &str,
     add: &[ackemu_kube::api::core::v1::Taint],

@@ -39,7 +39,7 @@ where
     }
 }
 
-struct Proc(Child);
+pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -49,7 +49,7 @@ impl Drop for Proc {
 }
 
 /// The target directory this test binary was built into.
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/debug/deps/it-<hash>
     exe.parent()
@@ -60,7 +60,12 @@ fn target_dir() -> PathBuf {
 
 /// The API server binary, built on demand when this crate's tests run alone.
 fn apiserver_bin() -> anyhow::Result<PathBuf> {
-    let bin = target_dir().join("ackemu-apiserver");
+    component_bin("ackemu-apiserver", "ackemu-apiserver")
+}
+
+/// Another component's binary from the target dir, built on demand.
+pub fn component_bin(package: &str, name: &str) -> anyhow::Result<PathBuf> {
+    let bin = target_dir().join(name);
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
@@ -69,17 +74,17 @@ fn apiserver_bin() -> anyhow::Result<PathBuf> {
             .args([
                 "build",
                 "-p",
-                "ackemu-apiserver",
+                package,
                 "--bin",
-                "ackemu-apiserver",
+                name,
                 "--manifest-path",
                 manifest,
             ])
             .env("CARGO_TARGET_DIR", target)
             .status()
-            .context("building ackemu-apiserver")?;
+            .with_context(|| format!("building {name}"))?;
         if !st.success() {
-            bail!("building ackemu-apiserver failed");
+            bail!("building {name} failed");
         }
     }
     Ok(bin)
@@ -197,6 +202,18 @@ impl Cluster {
             client,
             _cm: cm,
         })
+    }
+}
+
+impl Cluster {
+    /// The admin kubeconfig the API server wrote.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self._dir.path().join("admin.kubeconfig")
+    }
+
+    /// The cluster's scratch directory (logs, data).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
     }
 }
 
