@@ -575,6 +575,171 @@ mod tests {
         assert_eq!(get("x-acs-timestamp").as_deref(), Some("1000"));
     }
 
+    /// A metadata service on loopback answering `answer(path, n)` with
+    /// (status, body); returns its address and the paths asked.
+    async fn fake_metadata(
+        tasks: &Tasks,
+        answer: fn(&str, usize) -> (u16, String),
+    ) -> (String, Arc<Mutex<Vec<(String, Option<String>)>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", l.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        tasks.spawn("fake metadata", async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let req = String::from_utf8_lossy(&buf).into_owned();
+                let path = req.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let fwd = req
+                    .lines()
+                    .find_map(|l| l.strip_prefix("x-forwarded-for: "))
+                    .map(str::to_owned);
+                let n = {
+                    let mut g = s2.lock();
+                    g.push((path.clone(), fwd));
+                    g.len()
+                };
+                let (status, body) = answer(&path, n);
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = c.write_all(resp.as_bytes()).await;
+            }
+        });
+        (addr, seen)
+    }
+
+    fn creds_body(n: usize) -> String {
+        // Expires one hour after the manual clock's epoch (2025-01-01).
+        json_creds(&format!("STS.{n}"), "2025-01-01T01:00:00Z")
+    }
+
+    fn json_creds(id: &str, exp: &str) -> String {
+        serde_json::json!({"AccessKeyId": id, "AccessKeySecret": "s", "SecurityToken": "t",
+            "Expiration": exp, "Code": "Success"})
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn role_credentials_are_cached_and_refreshed_before_expiry() {
+        let (clock, manual) = Clock::manual(1_735_689_600_000);
+        let tasks = Tasks::new(clock.clone());
+        let (addr, seen) = fake_metadata(&tasks, |path, n| match path {
+            "/latest/meta-data/ram/security-credentials/" => (200, "KubernetesMasterRole".into()),
+            _ => (200, creds_body(n)),
+        })
+        .await;
+        let c = CloudClient::new(
+            "http://127.0.0.1:1",
+            CredentialSource::RamRole {
+                endpoint: addr,
+                role: String::new(),
+                forwarded_for: Some("192.168.0.10".into()),
+            },
+            clock,
+            tasks.clone(),
+        )
+        .unwrap();
+        let a = c.credentials().await.unwrap();
+        assert_eq!(a.access_key_id, "STS.2");
+        assert_eq!(a.security_token.as_deref(), Some("t"));
+        // Cached until five minutes before Expiration.
+        manual.advance(Duration::from_secs(54 * 60));
+        assert_eq!(c.credentials().await.unwrap().access_key_id, "STS.2");
+        manual.advance(Duration::from_secs(2 * 60));
+        assert_eq!(c.credentials().await.unwrap().access_key_id, "STS.4");
+        let seen = seen.lock().clone();
+        assert_eq!(seen.len(), 4);
+        assert_eq!(
+            seen[1].0,
+            "/latest/meta-data/ram/security-credentials/KubernetesMasterRole"
+        );
+        assert!(
+            seen.iter()
+                .all(|(_, f)| f.as_deref() == Some("192.168.0.10"))
+        );
+        tasks.token().cancel();
+    }
+
+    #[tokio::test]
+    async fn metadata_refusals_are_token_errors() {
+        let (clock, _manual) = Clock::manual(1_735_689_600_000);
+        let tasks = Tasks::new(clock.clone());
+        let (addr, _) = fake_metadata(&tasks, |_, _| {
+            (404, "the instance i-1 has no RAM role \"X\"".into())
+        })
+        .await;
+        let c = CloudClient::new(
+            "http://127.0.0.1:1",
+            CredentialSource::RamRole {
+                endpoint: addr,
+                role: "X".into(),
+                forwarded_for: None,
+            },
+            clock,
+            tasks.clone(),
+        )
+        .unwrap();
+        let e = c
+            .call_with(Product::Vpc, "DescribeVpcs", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "refresh Ecs sts token err: httpStatus: 404, message = the instance i-1 has no RAM role \"X\""
+        );
+        tasks.token().cancel();
+    }
+
+    #[test]
+    fn cloud_config_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cloud-config.json");
+        std::fs::write(
+            &p,
+            r#"{"Global": {"accessKeyID": "TFRBSTE=", "accessKeySecret": "c2VjcmV0", "region": "cn-hangzhou", "vpcid": "vpc-1", "vswitchid": "vsw-1", "routeTableIDs": "vtb-1, vtb-2"}}"#,
+        )
+        .unwrap();
+        let args = CloudArgs {
+            cloud_config: Some(p),
+            ..Default::default()
+        };
+        let s = args.resolve().unwrap();
+        assert!(matches!(&s.source, CredentialSource::Static(c)
+            if c.access_key_id == "LTAI1" && c.access_key_secret == "secret"));
+        assert_eq!(
+            (s.vpc_id.as_str(), s.region.as_str()),
+            ("vpc-1", "cn-hangzhou")
+        );
+        assert_eq!(s.route_table_ids, vec!["vtb-1", "vtb-2"]);
+        assert_eq!(s.endpoint, CLOUD_ENDPOINT);
+        // No AccessKey anywhere: the instance's RAM role.
+        let s = CloudArgs {
+            metadata_endpoint: METADATA_ENDPOINT.into(),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(
+            matches!(&s.source, CredentialSource::RamRole { endpoint, role, .. }
+            if endpoint == METADATA_ENDPOINT && role.is_empty())
+        );
+        let half = CloudArgs {
+            access_key_id: Some("LTAI1".into()),
+            ..Default::default()
+        };
+        assert!(half.resolve().is_err());
+    }
+
     #[test]
     fn errors_read_like_the_sdk() {
         let e = CloudError::Api {
