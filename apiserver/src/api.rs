@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use parking_lot::RwLock;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
@@ -33,6 +33,23 @@ use crate::storage::{ListOptions, Storage, Stored, object_rv, selected};
 mod connect;
 
 pub type Body = BoxBody<Bytes, Infallible>;
+
+/// A request body the pipeline accepts: hyper's `Incoming` from REST
+/// clients, or bytes from the gRPC codec.
+pub trait ReqBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + Unpin
+    + 'static
+{
+}
+impl<B> ReqBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static
+{
+}
 
 /// Limits and identity of the API.
 #[derive(Clone, Debug)]
@@ -386,9 +403,9 @@ impl Api {
 
     /// The whole pipeline for one request from an authenticated (or
     /// anonymous) user.
-    pub async fn handle(
+    pub async fn handle<B: ReqBody>(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<B>,
         user: UserInfo,
     ) -> Response<Body> {
         let (parts, body) = req.into_parts();
@@ -529,10 +546,10 @@ impl Api {
         }
     }
 
-    async fn serve(
+    async fn serve<B: ReqBody>(
         self: &Arc<Self>,
         parts: http::request::Parts,
-        body: Incoming,
+        body: B,
         info: &RequestInfo,
         path: &str,
         query: &str,

@@ -16,6 +16,7 @@ pub mod alloc;
 pub mod api;
 pub mod cache;
 pub mod etcd;
+pub mod grpc;
 pub mod kubelet;
 pub mod objects;
 pub mod openapi;
@@ -51,6 +52,9 @@ use crate::rbac::UserInfo;
 pub struct Config {
     /// HTTPS listen address (port 0 picks one).
     pub listen: SocketAddr,
+    /// The internal gRPC `ResourceService` (TLS, client certificates from
+    /// the cluster CA); `None` serves no gRPC.
+    pub grpc_listen: Option<SocketAddr>,
     /// Store endpoints (`host:port`), etcd v3 API.
     pub store_endpoints: Vec<String>,
     /// Key prefix in the store (`--etcd-prefix`).
@@ -148,6 +152,7 @@ impl Config {
     pub fn local(store_endpoints: Vec<String>, pki_dir: PathBuf) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            grpc_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             store_endpoints,
             etcd_prefix: ackemu_kube::keys::DEFAULT_ROOT.to_owned(),
             admin_kubeconfig: Some(pki_dir.join("admin.kubeconfig")),
@@ -164,6 +169,8 @@ impl Config {
 /// A started API server.
 pub struct Server {
     pub addr: SocketAddr,
+    /// Where the gRPC `ResourceService` listens.
+    pub grpc_addr: Option<SocketAddr>,
     pub api: Arc<Api>,
     pub ca_pem: String,
     pub admin_kubeconfig: Option<PathBuf>,
@@ -270,6 +277,40 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Server> {
             }
         }
     });
+    let grpc_addr = match config.grpc_listen {
+        Some(listen) => {
+            let l = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            let grpc_addr = l.local_addr()?;
+            let grpc_tls = pki::server_tls_config(
+                &serving.cert_pem,
+                &serving.key_pem,
+                Some(ca.cert_pem()),
+                ClientAuth::Optional,
+                &clock,
+                &[b"h2"],
+            )?;
+            let svc = grpc::ResourceServiceServer::new(grpc::ResourceGrpc::new(api.clone()))
+                .max_decoding_message_size(api.cfg.max_body_bytes + 64 * 1024);
+            let stop = tasks.token();
+            tasks.spawn("apiserver-grpc", async move {
+                if let Err(e) = tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(
+                        pki::grpc::incoming(l, grpc_tls),
+                        stop.cancelled_owned(),
+                    )
+                    .await
+                {
+                    tracing::error!("grpc server on {grpc_addr}: {e}");
+                }
+            });
+            tracing::info!("serving the internal ResourceService on {grpc_addr}");
+            Some(grpc_addr)
+        }
+        None => None,
+    };
     let serve_api = api.clone();
     let serve_tasks = tasks.clone();
     tasks.spawn("apiserver-https", async move {
@@ -279,6 +320,7 @@ pub async fn start(config: Config, env: &Env) -> anyhow::Result<Server> {
     tracing::info!("serving the Kubernetes API on https://{addr}");
     Ok(Server {
         addr,
+        grpc_addr,
         api,
         ca_pem: ca.cert_pem().to_owned(),
         admin_kubeconfig: config.admin_kubeconfig.clone(),
@@ -411,6 +453,14 @@ async fn bootstrap(api: &Api) -> anyhow::Result<()> {
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
         "subsets": [{"addresses": [{"ip": advertise.ip().to_string()}],
                      "ports": [{"name": "https", "port": advertise.port(), "protocol": "TCP"}]}]})));
+    // ... and its EndpointSlice, which kube-apiserver's endpoint reconciler
+    // keeps beside the Endpoints (kube-proxy reads only slices).
+    objs.push(("discovery.k8s.io", "endpointslices", json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [advertise.ip().to_string()], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": advertise.port(), "protocol": "TCP"}]})));
     // A Local APIService for every built-in group version, as kube-aggregator keeps.
     for (group, versions) in api.registry.read().groups() {
         for v in versions {

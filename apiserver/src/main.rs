@@ -17,6 +17,11 @@ struct Args {
     /// HTTPS address to serve the Kubernetes API on.
     #[arg(long, default_value = "127.0.0.1:6443")]
     secure_listen: SocketAddr,
+    /// Address of the internal gRPC ResourceService (TLS, cluster-CA client
+    /// certificates or bearer tokens), e.g. 127.0.0.1:6444; "off" (the
+    /// default) serves none.
+    #[arg(long, default_value = "off")]
+    grpc_listen: String,
     /// Store endpoints speaking the etcd v3 API (ackemu-store or etcd), comma separated.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:2379")]
     store_endpoints: Vec<String>,
@@ -82,6 +87,13 @@ async fn main() -> anyhow::Result<()> {
     let env = Env::init("apiserver", &args.common).await?;
     let config = Config {
         listen: args.secure_listen,
+        grpc_listen: match args.grpc_listen.as_str() {
+            "off" | "" => None,
+            a => Some(
+                a.parse::<SocketAddr>()
+                    .map_err(|e| anyhow::anyhow!("--grpc-listen {a:?}: {e}"))?,
+            ),
+        },
         store_endpoints: args.store_endpoints,
         etcd_prefix: args.etcd_prefix,
         pki_dir: args.pki_dir,

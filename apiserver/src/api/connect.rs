@@ -25,7 +25,7 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 
-use super::{Api, Body, error_response};
+use super::{Api, Body, ReqBody, error_response};
 use crate::kubelet::{self, Conn, Kubelets, Location, LogOptions, Params, Stream};
 use crate::reqinfo::RequestInfo;
 use crate::status::ApiError;
@@ -117,10 +117,10 @@ impl Api {
     }
 
     /// Serves an authorized connect request.
-    pub(super) async fn connect(
+    pub(super) async fn connect<B: ReqBody>(
         self: &Arc<Self>,
         parts: http::request::Parts,
-        body: Incoming,
+        body: B,
         ri: &RequestInfo,
         query: &str,
     ) -> Response<Body> {
@@ -265,10 +265,10 @@ impl Api {
     }
 
     /// `nodes/{name}/proxy/{path}`.
-    async fn node_proxy(
+    async fn node_proxy<B: ReqBody>(
         &self,
         parts: http::request::Parts,
-        body: Incoming,
+        body: B,
         ri: &RequestInfo,
         query: &str,
     ) -> Result<Response<Body>, ApiError> {

@@ -2,6 +2,7 @@
 
 mod aggregator;
 mod client;
+mod grpc;
 mod harness;
 mod http;
 mod kubectl;
