@@ -139,6 +139,15 @@ pub(super) async fn handler(
     })
 }
 
+/// A close frame with 1000 (normal closure): client-go reads it as the
+/// end of the streams; a close without a status is an error to it.
+fn normal_close() -> Message {
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::NORMAL,
+        reason: "".into(),
+    }))
+}
+
 fn framed(channel: u8, data: &[u8]) -> Message {
     let mut b = Vec::with_capacity(data.len() + 1);
     b.push(channel);
@@ -170,7 +179,7 @@ async fn session(st: Arc<AppState>, socket: WebSocket, v5: bool, start: pb::Exec
                     error_status(e.message()).to_string().as_bytes(),
                 ))
                 .await;
-            let _ = sink.send(Message::Close(None)).await;
+            let _ = sink.send(normal_close()).await;
             return;
         }
     };
@@ -251,7 +260,7 @@ async fn session(st: Arc<AppState>, socket: WebSocket, v5: bool, start: pb::Exec
                 return;
             }
         }
-        let _ = sink.send(Message::Close(None)).await;
+        let _ = sink.send(normal_close()).await;
     };
     tokio::select! {
         () = reader => {}

@@ -9,6 +9,7 @@ mod proxy;
 mod pull;
 mod runtime;
 mod server;
+mod server_kubectl;
 mod server_mounts;
 mod server_rig;
 mod systemd;
