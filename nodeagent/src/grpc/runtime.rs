@@ -52,9 +52,13 @@ impl RuntimeService for Svc {
         &self,
         req: Request<pb::RunPodSandboxRequest>,
     ) -> R<pb::RunPodSandboxResponse> {
+        let rt = self.0.clone();
+        let r = req.into_inner();
         let id = self
             .0
-            .run_pod_sandbox(req.into_inner())
+            .detached("runtime/RunPodSandbox".into(), async move {
+                rt.run_pod_sandbox(r).await
+            })
             .await
             .map_err(status::runtime)?;
         Ok(Response::new(pb::RunPodSandboxResponse {
@@ -66,8 +70,12 @@ impl RuntimeService for Svc {
         &self,
         req: Request<pb::StopPodSandboxRequest>,
     ) -> R<pb::StopPodSandboxResponse> {
+        let rt = self.0.clone();
+        let id = req.into_inner().pod_sandbox_id;
         self.0
-            .stop_pod_sandbox(&req.into_inner().pod_sandbox_id)
+            .detached(format!("runtime/StopPodSandbox {id}"), async move {
+                rt.stop_pod_sandbox(&id).await
+            })
             .await
             .map_err(status::runtime)?;
         Ok(Response::new(pb::StopPodSandboxResponse {}))
@@ -77,8 +85,12 @@ impl RuntimeService for Svc {
         &self,
         req: Request<pb::RemovePodSandboxRequest>,
     ) -> R<pb::RemovePodSandboxResponse> {
+        let rt = self.0.clone();
+        let id = req.into_inner().pod_sandbox_id;
         self.0
-            .remove_pod_sandbox(&req.into_inner().pod_sandbox_id)
+            .detached(format!("runtime/RemovePodSandbox {id}"), async move {
+                rt.remove_pod_sandbox(&id).await
+            })
             .await
             .map_err(status::runtime)?;
         Ok(Response::new(pb::RemovePodSandboxResponse {}))
@@ -123,8 +135,12 @@ impl RuntimeService for Svc {
         &self,
         req: Request<pb::StartContainerRequest>,
     ) -> R<pb::StartContainerResponse> {
+        let rt = self.0.clone();
+        let id = req.into_inner().container_id;
         self.0
-            .start_container(&req.into_inner().container_id)
+            .detached(format!("runtime/StartContainer {id}"), async move {
+                rt.start_container(&id).await
+            })
             .await
             .map_err(status::runtime)?;
         Ok(Response::new(pb::StartContainerResponse {}))
@@ -135,8 +151,12 @@ impl RuntimeService for Svc {
         req: Request<pb::StopContainerRequest>,
     ) -> R<pb::StopContainerResponse> {
         let r = req.into_inner();
+        let rt = self.0.clone();
         self.0
-            .stop_container(&r.container_id, r.timeout)
+            .detached(
+                format!("runtime/StopContainer {}", r.container_id),
+                async move { rt.stop_container(&r.container_id, r.timeout).await },
+            )
             .await
             .map_err(status::runtime)?;
         Ok(Response::new(pb::StopContainerResponse {}))
@@ -146,8 +166,12 @@ impl RuntimeService for Svc {
         &self,
         req: Request<pb::RemoveContainerRequest>,
     ) -> R<pb::RemoveContainerResponse> {
+        let rt = self.0.clone();
+        let id = req.into_inner().container_id;
         self.0
-            .remove_container(&req.into_inner().container_id)
+            .detached(format!("runtime/RemoveContainer {id}"), async move {
+                rt.remove_container(&id).await
+            })
             .await
             .map_err(status::runtime)?;
         Ok(Response::new(pb::RemoveContainerResponse {}))

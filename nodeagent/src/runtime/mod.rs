@@ -358,6 +358,21 @@ impl Runtime {
         }))
     }
 
+    /// Run `fut` as a tracked task that finishes even when the caller goes
+    /// away: a client that disconnects (a restarted kubelet) does not cancel
+    /// the runtime's work, as with dockershim and containerd — a CNI call
+    /// stuck under a pod's lock stays stuck, and keeps holding it (S02).
+    pub async fn detached<T, F>(&self, name: String, fut: F) -> Result<T, RuntimeError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, RuntimeError>> + Send + 'static,
+    {
+        self.tasks
+            .spawn(name, fut)
+            .await
+            .map_err(|e| RuntimeError::Internal(format!("runtime operation failed: {e}")))?
+    }
+
     /// RunPodSandbox: a network namespace wired by CNI.
     pub async fn run_pod_sandbox(
         &self,

@@ -5,6 +5,7 @@ mod attach;
 mod attach_cluster;
 mod cni;
 mod kubelet;
+mod kubelet_scenarios;
 mod proxy;
 mod pull;
 mod runtime;
