@@ -299,6 +299,52 @@ fn node_info(runtime: &ackemu_proto::ackemu::node::v1::VersionResponse) -> serde
     })
 }
 
+/// The kubelet API (`crate::server`) on `--address:--port`.
+async fn start_server(
+    cfg: &KubeletConfig,
+    client: &Client,
+    kubelet: &pods::Kubelet,
+    env: &Env,
+) -> anyhow::Result<()> {
+    let read = |p: &Option<PathBuf>| -> anyhow::Result<Option<String>> {
+        p.as_ref()
+            .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
+            .transpose()
+    };
+    let serving = match (read(&cfg.tls_cert_file)?, read(&cfg.tls_private_key_file)?) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert-file and --tls-private-key-file go together"),
+    };
+    let listen: std::net::SocketAddr = format!("{}:{}", cfg.address, cfg.port)
+        .parse()
+        .with_context(|| format!("invalid --address {:?} / --port {}", cfg.address, cfg.port))?;
+    let server = crate::server::serve(
+        crate::server::ServerConfig {
+            listen,
+            node_name: cfg.node_name.clone(),
+            runtime_socket: cfg.runtime_socket.clone(),
+            client_ca_pem: read(&cfg.client_ca_file)?,
+            serving,
+            serving_ips: cfg.node_ip.parse().into_iter().collect(),
+            anonymous_auth: false,
+        },
+        crate::server::auth::SubjectAccessReviewer::new(client.clone()),
+        Arc::new(kubelet.clone()),
+        &env.tasks,
+        &env.clock,
+        env.tasks.token(),
+    )
+    .await
+    .context("starting the kubelet API")?;
+    tracing::info!(
+        "Starting to listen address=\"{}\" port={}",
+        server.local_addr.ip(),
+        server.local_addr.port()
+    );
+    Ok(())
+}
+
 /// Run the kubelet until told to stop.
 pub async fn run(config: KubeletConfig, env: Env) -> anyhow::Result<()> {
     let cfg = Arc::new(config);
@@ -358,6 +404,7 @@ pub async fn run(config: KubeletConfig, env: Env) -> anyhow::Result<()> {
     );
     kubelet.start_runtime_check();
     kubelet.start_pleg();
+    start_server(&cfg, &client, &kubelet, &env).await?;
     let Some(node_uid) = node::register(&client, &spec, &clock, &stop).await else {
         return Ok(());
     };

@@ -154,6 +154,17 @@ fn write_file(path: &std::path::Path, data: &[u8]) -> Result<(), String> {
     std::fs::write(path, data).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
+impl crate::server::PodProvider for Kubelet {
+    fn pods(&self) -> Vec<Pod> {
+        self.k()
+            .slots
+            .lock()
+            .values()
+            .filter_map(|s| s.pod.clone())
+            .collect()
+    }
+}
+
 impl Kubelet {
     /// The kubelet over `client` and `cri`.
     pub fn new(

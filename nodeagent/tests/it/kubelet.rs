@@ -673,6 +673,15 @@ async fn node_registers_ready_and_a_pod_runs_to_ready_then_deletion_cleans_up() 
         "spec.containers{app}"
     );
     assert_eq!(rig.pod_netns().len(), 1);
+    // The kubelet API serves on its port and wants a client certificate.
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            &format!("https://127.0.0.1:{}/pods", rig.kubelet_port),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Unauthorized\n");
 
     // Deletion: the process stops, the pod object goes, the namespace too.
     rig.delete_pod("web").await.unwrap();
