@@ -132,6 +132,9 @@ pub struct PodInfo {
     pub name: String,
     pub uid: String,
     pub labels: BTreeMap<String, String>,
+    /// A hash of `labels`, so a cycle matches a selector once per distinct
+    /// label set instead of once per pod.
+    pub labels_hash: u64,
     /// Requests for filtering (`PodRequests`).
     pub requests: Resource,
     /// CPU and memory with 100m / 200 MiB for containers that name none.
@@ -154,6 +157,13 @@ impl PodInfo {
         let requests = resources::pod_requests(&pod, false);
         let non_zero = resources::pod_requests(&pod, true);
         let spec = pod.spec.as_ref();
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let labels_hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            labels.hash(&mut h);
+            h.finish()
+        };
         PodInfo {
             key: pod_key(&pod),
             namespace: pod
@@ -163,7 +173,8 @@ impl PodInfo {
                 .unwrap_or_else(|| "default".into()),
             name: pod.metadata.name.clone().unwrap_or_default(),
             uid: pod.metadata.uid.clone().unwrap_or_default(),
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            labels,
+            labels_hash,
             requests,
             non_zero_milli_cpu: non_zero.milli_cpu,
             non_zero_memory: non_zero.memory,

@@ -69,6 +69,37 @@ fn count_pods_match_selector(node: &NodeInfo, selector: &Selector, namespace: &s
         .count() as i64
 }
 
+/// [`count_pods_match_selector`] remembering each distinct label set's
+/// answer for the cycle (pods of one workload share their labels).
+fn count_pods_match_selector_memo(
+    node: &NodeInfo,
+    selector: &Selector,
+    namespace: &str,
+    memo: &mut HashMap<u64, (Arc<PodInfo>, bool)>,
+) -> i64 {
+    if selector.is_empty() {
+        return 0;
+    }
+    let mut n = 0;
+    for p in &node.pods {
+        if p.terminating || p.namespace != namespace {
+            continue;
+        }
+        let hit = match memo.get(&p.labels_hash) {
+            // Same hash: the same labels unless a collision, checked.
+            Some((seen, m)) if seen.labels == p.labels => *m,
+            Some(_) => selector.matches(&p.labels),
+            None => {
+                let m = selector.matches(&p.labels);
+                memo.insert(p.labels_hash, (p.clone(), m));
+                m
+            }
+        };
+        n += i64::from(hit);
+    }
+    n
+}
+
 fn node_has_all_keys(node: &NodeInfo, constraints: &[Constraint]) -> bool {
     constraints
         .iter()
@@ -196,6 +227,8 @@ impl ScorePlugin for PodTopologySpread {
         // matching pods adds nothing, whatever its labels.
         let required = RequiredNodeAffinity::of(&pod.pod);
         let has_required = !required.is_empty();
+        let mut memos: Vec<HashMap<u64, (Arc<PodInfo>, bool)>> =
+            vec![HashMap::new(); constraints.len()];
         for n in snapshot.nodes() {
             if n.pods.is_empty() {
                 continue;
@@ -204,7 +237,8 @@ impl ScorePlugin for PodTopologySpread {
                 if c.topology_key == LABEL_HOSTNAME || counts[i].is_empty() {
                     continue;
                 }
-                let matching = count_pods_match_selector(n, &c.selector, &pod.namespace);
+                let matching =
+                    count_pods_match_selector_memo(n, &c.selector, &pod.namespace, &mut memos[i]);
                 if matching == 0 {
                     continue;
                 }
@@ -312,6 +346,45 @@ mod tests {
     use crate::snapshot::Workloads;
     use ackemu_kube::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
     use ackemu_kube::api::core::v1::{Node, Pod};
+
+    #[test]
+    fn memoized_matching_equals_direct_matching_even_on_hash_collisions() {
+        let mut node = NodeInfo::new(NodeBuilder::new("n1").build());
+        let pod = |name: &str, app: &str, hash: u64| {
+            let mut p = PodInfo::new(
+                PodBuilder::new("default", name)
+                    .label("app", app)
+                    .node_name("n1")
+                    .build(),
+            );
+            p.labels_hash = hash;
+            Arc::new(p)
+        };
+        // "db" collides with "web" on purpose.
+        for p in [
+            pod("a", "web", 1),
+            pod("b", "db", 1),
+            pod("c", "web", 1),
+            pod("d", "x", 2),
+        ] {
+            node.add_pod(p);
+        }
+        let sel = Selector::new(vec![LabelSelector::from_set(
+            &[("app".to_string(), "web".to_string())].into(),
+        )]);
+        let mut memo = HashMap::new();
+        for _ in 0..2 {
+            assert_eq!(
+                count_pods_match_selector_memo(&node, &sel, "default", &mut memo),
+                count_pods_match_selector(&node, &sel, "default")
+            );
+        }
+        assert_eq!(count_pods_match_selector(&node, &sel, "default"), 2);
+        assert_eq!(
+            count_pods_match_selector_memo(&node, &sel, "other", &mut memo),
+            0
+        );
+    }
 
     fn workloads() -> Workloads {
         let mut w = Workloads::default();
