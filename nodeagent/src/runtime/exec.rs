@@ -4,7 +4,10 @@
 //! messages, stdin goes in, and the last message is the exit code.
 //!
 //! Unlike `ExecSync` the container's lock is held only while the process
-//! starts: an interactive session must not stall `ContainerStatus`.
+//! starts: an interactive session must not stall `ContainerStatus`. With
+//! `tty` the process runs under `setsid -w -c` on a pty's slave side (its
+//! controlling terminal); the master is the session's stdin and stdout, and
+//! resizes are applied with `stty -F <slave>`.
 
 use std::process::Stdio;
 
@@ -50,8 +53,31 @@ async fn pump(
     }
 }
 
+/// A pseudo-terminal for `tty` sessions.
+struct Pty {
+    master: std::fs::File,
+    slave: std::fs::File,
+    slave_path: std::path::PathBuf,
+}
+
+impl Pty {
+    fn open() -> Result<Pty, RuntimeError> {
+        let p = nix::pty::openpty(None, None)
+            .map_err(|e| RuntimeError::Internal(format!("openpty: {e}")))?;
+        let slave_path = nix::unistd::ttyname(&p.slave)
+            .map_err(|e| RuntimeError::Internal(format!("ttyname of the pty: {e}")))?;
+        Ok(Pty {
+            master: std::fs::File::from(p.master),
+            slave: std::fs::File::from(p.slave),
+            slave_path,
+        })
+    }
+}
+
 impl Runtime {
-    /// Start `start.cmd` in the container and stream its stdio.
+    /// Start `start.cmd` in the container and stream its stdio; with `tty`
+    /// the process gets a pseudo-terminal as its controlling terminal
+    /// (stdout and stderr are one stream, resizes apply to it).
     pub async fn exec_stream(
         &self,
         start: pb::ExecStart,
@@ -62,12 +88,8 @@ impl Runtime {
                 "Exec with an empty cmd".into(),
             ));
         }
-        if start.tty {
-            return Err(RuntimeError::InvalidArgument(
-                "exec with a tty is not supported by this runtime: run without -t".into(),
-            ));
-        }
         let c = self.container(&start.container_id)?;
+        let pty = if start.tty { Some(Pty::open()?) } else { None };
         let mut child = {
             let _g = self.lock_container(&c, "Exec").await;
             if c.data.lock().state != pb::ContainerState::ContainerRunning {
@@ -81,19 +103,37 @@ impl Runtime {
                 start.container_id.clone(),
                 "--".to_string(),
             ];
+            if start.tty {
+                // A new session whose controlling terminal is the pty.
+                args.extend(["setsid".into(), "-w".into(), "-c".into()]);
+            }
             args.extend(start.cmd.iter().cloned());
             let mut cmd = self.runc_command(&args);
-            cmd.stdin(if start.stdin {
-                Stdio::piped()
+            cmd.kill_on_drop(true);
+            if let Some(p) = &pty {
+                let io = |what| {
+                    move |e: std::io::Error| {
+                        RuntimeError::Internal(format!("duplicating the pty for {what}: {e}"))
+                    }
+                };
+                cmd.stdin(Stdio::from(p.slave.try_clone().map_err(io("stdin"))?))
+                    .stdout(Stdio::from(p.slave.try_clone().map_err(io("stdout"))?))
+                    .stderr(Stdio::from(p.slave.try_clone().map_err(io("stderr"))?));
             } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+                cmd.stdin(if start.stdin {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            }
             cmd.spawn()
                 .map_err(|e| RuntimeError::Internal(format!("starting runc exec: {e}")))?
         };
+        // Only the child keeps the terminal's slave side open, so reading
+        // the master ends (EIO) when the session does.
+        let pty = pty.map(|p| (p.master, p.slave_path));
         let id = short(&start.container_id).to_string();
         let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
         let stdout = child.stdout.take().map(|out| {
@@ -108,7 +148,42 @@ impl Runtime {
                 pump(err, tx.clone(), pb::exec_response::Msg::Stderr),
             )
         });
-        if let Some(mut stdin) = child.stdin.take() {
+        let stdout = match (&pty, stdout) {
+            (Some((master, _)), _) => {
+                let r = tokio::fs::File::from_std(master.try_clone().map_err(|e| {
+                    RuntimeError::Internal(format!("duplicating the pty master: {e}"))
+                })?);
+                Some(self.tasks.spawn(
+                    format!("runtime/exec {id} tty"),
+                    pump(r, tx.clone(), pb::exec_response::Msg::Stdout),
+                ))
+            }
+            (None, s) => s,
+        };
+        if let Some((master, slave_path)) = pty {
+            let mut w = tokio::fs::File::from_std(master);
+            self.tasks
+                .spawn(format!("runtime/exec {id} tty stdin"), async move {
+                    while let Some(i) = input.next().await {
+                        match i {
+                            Input::Stdin(b) => {
+                                if w.write_all(&b).await.is_err() || w.flush().await.is_err() {
+                                    return;
+                                }
+                            }
+                            Input::CloseStdin => return,
+                            Input::Resize(width, height) => {
+                                let _ = tokio::process::Command::new("stty")
+                                    .arg("-F")
+                                    .arg(&slave_path)
+                                    .args(["cols", &width.to_string(), "rows", &height.to_string()])
+                                    .status()
+                                    .await;
+                            }
+                        }
+                    }
+                });
+        } else if let Some(mut stdin) = child.stdin.take() {
             self.tasks
                 .spawn(format!("runtime/exec {id} stdin"), async move {
                     while let Some(i) = input.next().await {

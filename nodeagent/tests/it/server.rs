@@ -111,6 +111,7 @@ async fn ws_exec(
     query: &str,
     protocol: &str,
     stdin: Option<&[u8]>,
+    resize: Option<(u32, u32)>,
 ) -> (String, String, Value, String) {
     let tls = ackemu_base::pki::client_tls_config(
         &certs.server_ca,
@@ -138,6 +139,11 @@ async fn ws_exec(
         .get("sec-websocket-protocol")
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
+    if let Some((w, h)) = resize {
+        let mut m = vec![4u8];
+        m.extend_from_slice(format!(r#"{{"Width":{w},"Height":{h}}}"#).as_bytes());
+        ws.send(Message::Binary(m.into())).await.unwrap();
+    }
     if let Some(data) = stdin {
         let mut m = vec![0u8];
         m.extend_from_slice(data);
@@ -382,8 +388,16 @@ async fn kubelet_api_authenticates_authorizes_and_serves_logs_exec_pods_and_stat
 
     // exec over WebSocket, v4: stdout, stderr and a non-zero exit.
     let q = "command=sh&command=-c&command=echo+out%3B+echo+err+%3E%262%3B+readlink+%2Fproc%2Fself%2Fns%2Fnet%3B+exit+3&stdout=1&stderr=1";
-    let (out, err, status, proto) =
-        ws_exec(&certs, &clock, srv.local_addr, q, "v4.channel.k8s.io", None).await;
+    let (out, err, status, proto) = ws_exec(
+        &certs,
+        &clock,
+        srv.local_addr,
+        q,
+        "v4.channel.k8s.io",
+        None,
+        None,
+    )
+    .await;
     assert_eq!(proto, "v4.channel.k8s.io");
     let netns = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
     assert_eq!(
@@ -405,6 +419,7 @@ async fn kubelet_api_authenticates_authorizes_and_serves_logs_exec_pods_and_stat
         "command=cat&stdin=1&stdout=1",
         "v5.channel.k8s.io, v4.channel.k8s.io",
         Some(b"hello from stdin\n"),
+        None,
     )
     .await;
     assert_eq!(proto, "v5.channel.k8s.io");
@@ -419,10 +434,26 @@ async fn kubelet_api_authenticates_authorizes_and_serves_logs_exec_pods_and_stat
         "command=ip&command=-o&command=-4&command=addr&command=show&command=eth0&stdout=1",
         "v5.channel.k8s.io",
         None,
+        None,
     )
     .await;
     assert_eq!(status["status"], "Success", "{status}");
     assert!(out.contains("172.16.12."), "{out}");
+
+    // kubectl exec -it: a pty as the controlling terminal, resized.
+    let (out, _, status, _) = ws_exec(
+        &certs,
+        &clock,
+        srv.local_addr,
+        "command=sh&stdin=1&stdout=1&tty=1",
+        "v5.channel.k8s.io",
+        Some(b"stty size; tty; exit 7\n"),
+        Some((123, 45)),
+    )
+    .await;
+    assert!(out.contains("45 123"), "{out:?}");
+    assert!(out.contains("/dev/pts/"), "{out:?}");
+    assert_eq!(status["details"]["causes"][0]["message"], "7", "{status}");
 
     // Stats from real processes.
     let (code, body) = certs.curl(admin_user, &format!("{base}/stats/summary"));
