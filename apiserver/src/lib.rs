@@ -455,12 +455,16 @@ async fn bootstrap(api: &Api) -> anyhow::Result<()> {
                      "ports": [{"name": "https", "port": advertise.port(), "protocol": "TCP"}]}]})));
     // ... and its EndpointSlice, which kube-apiserver's endpoint reconciler
     // keeps beside the Endpoints (kube-proxy reads only slices).
-    objs.push(("discovery.k8s.io", "endpointslices", json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+    objs.push((
+        "discovery.k8s.io",
+        "endpointslices",
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": "kubernetes", "namespace": "default",
                      "labels": {"kubernetes.io/service-name": "kubernetes"}},
         "addressType": "IPv4",
         "endpoints": [{"addresses": [advertise.ip().to_string()], "conditions": {"ready": true}}],
-        "ports": [{"name": "https", "port": advertise.port(), "protocol": "TCP"}]})));
+        "ports": [{"name": "https", "port": advertise.port(), "protocol": "TCP"}]}),
+    ));
     // A Local APIService for every built-in group version, as kube-aggregator keeps.
     for (group, versions) in api.registry.read().groups() {
         for v in versions {

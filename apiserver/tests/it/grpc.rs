@@ -13,7 +13,7 @@ use pb::resource_service_client::ResourceServiceClient;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
-use crate::harness::{Cluster, eventually};
+use crate::harness::{Backend, Cluster, eventually};
 
 fn client(c: &Cluster, user: &str, group: &str) -> anyhow::Result<ResourceServiceClient<Channel>> {
     let ca = Ca::from_pem(
@@ -55,7 +55,16 @@ fn json_of(o: &pb::Object) -> anyhow::Result<Value> {
 
 #[tokio::test]
 async fn grpc_and_rest_are_one_api() -> anyhow::Result<()> {
-    let c = Cluster::start().await?;
+    one_api(Backend::Etcd).await
+}
+
+#[tokio::test]
+async fn grpc_and_rest_are_one_api_on_ackemu_store() -> anyhow::Result<()> {
+    one_api(Backend::Store).await
+}
+
+async fn one_api(backend: Backend) -> anyhow::Result<()> {
+    let c = Cluster::start_on(backend, |_| {}).await?;
     let k = c.kubectl("1.33");
     let mut admin = client(&c, "kubernetes-admin", "system:masters")?;
 

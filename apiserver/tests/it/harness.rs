@@ -39,9 +39,56 @@ where
     }
 }
 
-/// A real etcd (Debian `etcd-server`) in a temporary directory.
+/// Which store the API server runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A real etcd (Debian `etcd-server`), one member.
+    Etcd,
+    /// Three `ackemu-store` members (Raft), the binary built on demand.
+    Store,
+}
+
+/// The target directory this test binary was built into.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/it-<hash>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/debug")
+        .to_path_buf()
+}
+
+/// The `ackemu-store` binary, built when this crate's tests run alone.
+fn store_bin() -> anyhow::Result<PathBuf> {
+    let bin = target_dir().join("ackemu-store");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+        let target = target_dir().parent().context("target dir")?.to_path_buf();
+        let st = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "ackemu-store",
+                "--bin",
+                "ackemu-store",
+                "--manifest-path",
+                manifest,
+            ])
+            .env("CARGO_TARGET_DIR", target)
+            .status()
+            .context("building ackemu-store")?;
+        if !st.success() {
+            bail!("building ackemu-store failed");
+        }
+    }
+    Ok(bin)
+}
+
+/// A store speaking the etcd v3 API in a temporary directory: a real etcd
+/// (Debian `etcd-server`) or a 3-member `ackemu-store`.
 pub struct Etcd {
-    child: Child,
+    children: Vec<Child>,
     pub endpoint: String,
     _dir: tempfile::TempDir,
 }
@@ -88,14 +135,14 @@ impl Etcd {
             .spawn()
             .context("starting etcd (Debian package etcd-server)")?;
         let mut etcd = Etcd {
-            child,
+            children: vec![child],
             endpoint,
             _dir: dir,
         };
         let ep = etcd.endpoint.clone();
         let mut attempts = 0;
         loop {
-            if let Ok(Some(status)) = etcd.child.try_wait() {
+            if let Ok(Some(status)) = etcd.children[0].try_wait() {
                 anyhow::bail!("etcd on {ep} exited: {status}");
             }
             let out = tokio::process::Command::new("etcdctl")
@@ -112,6 +159,89 @@ impl Etcd {
             }
             attempts += 1;
             anyhow::ensure!(attempts < 200, "etcd on {ep} did not become ready");
+            Clock::real().sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts the store `backend` names.
+    pub async fn start_backend(backend: Backend) -> anyhow::Result<Etcd> {
+        match backend {
+            Backend::Etcd => Self::start().await,
+            Backend::Store => {
+                let mut last = None;
+                for _ in 0..5 {
+                    match Self::try_start_store(3).await {
+                        Ok(e) => return Ok(e),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.unwrap_or_else(|| anyhow::anyhow!("ackemu-store did not start")))
+            }
+        }
+    }
+
+    /// `members` ackemu-store processes forming one Raft cluster; ready
+    /// when every member answers `etcdctl endpoint health` (a leader exists).
+    async fn try_start_store(members: usize) -> anyhow::Result<Etcd> {
+        let bin = store_bin()?;
+        let dir = tempfile::tempdir()?;
+        let token = format!("t{}", uuid::Uuid::new_v4().simple());
+        let ports: Vec<(u16, u16)> = (0..members).map(|_| (free_port(), free_port())).collect();
+        let initial = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("s{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut children = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let child = Command::new(&bin)
+                .args(["--name", &format!("s{i}")])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("s{i}")))
+                .args([
+                    "--listen-client-urls",
+                    &format!("http://127.0.0.1:{client}"),
+                ])
+                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                .args(["--initial-cluster", &initial])
+                .args(["--initial-cluster-token", &token])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting ackemu-store")?;
+            children.push(child);
+        }
+        let endpoints: Vec<String> = ports
+            .iter()
+            .map(|(c, _)| format!("127.0.0.1:{c}"))
+            .collect();
+        let mut store = Etcd {
+            children,
+            endpoint: endpoints[0].clone(),
+            _dir: dir,
+        };
+        let mut attempts = 0;
+        loop {
+            for c in &mut store.children {
+                if let Ok(Some(status)) = c.try_wait() {
+                    anyhow::bail!("an ackemu-store member exited: {status}");
+                }
+            }
+            let out = tokio::process::Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &endpoints.join(","), "endpoint", "health"])
+                .output()
+                .await?;
+            if out.status.success() {
+                return Ok(store);
+            }
+            attempts += 1;
+            anyhow::ensure!(
+                attempts < 400,
+                "ackemu-store on {endpoints:?} did not become healthy"
+            );
+            // Pacing between polls, not a synchronisation point.
             Clock::real().sleep(Duration::from_millis(50)).await;
         }
     }
@@ -139,8 +269,10 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -158,7 +290,15 @@ impl Cluster {
     }
 
     pub async fn start_with(tune: impl FnOnce(&mut Config)) -> anyhow::Result<Cluster> {
-        let etcd = Etcd::start().await?;
+        Self::start_on(Backend::Etcd, tune).await
+    }
+
+    /// An API server on the given store.
+    pub async fn start_on(
+        backend: Backend,
+        tune: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Cluster> {
+        let etcd = Etcd::start_backend(backend).await?;
         let dir = tempfile::tempdir()?;
         let mut config = Config::local(vec![etcd.endpoint.clone()], dir.path().join("pki"));
         tune(&mut config);

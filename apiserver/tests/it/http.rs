@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-use crate::harness::{Cluster, eventually};
+use crate::harness::{Backend, Cluster, eventually};
 
 /// A minimal HTTPS/1.1 client presenting a client certificate (or none).
 struct Client {
@@ -145,7 +145,17 @@ async fn max_in_flight_answers_429_with_retry_after() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn watch_from_compacted_window_is_410_and_bookmarks_flow() -> anyhow::Result<()> {
-    let c = Cluster::start_with(|cfg| {
+    watch_410_and_bookmarks(Backend::Etcd).await
+}
+
+#[tokio::test]
+async fn watch_from_compacted_window_is_410_and_bookmarks_flow_on_ackemu_store()
+-> anyhow::Result<()> {
+    watch_410_and_bookmarks(Backend::Store).await
+}
+
+async fn watch_410_and_bookmarks(backend: Backend) -> anyhow::Result<()> {
+    let c = Cluster::start_on(backend, |cfg| {
         cfg.cache.window_events = 3;
         cfg.api.bookmark_interval = Duration::from_millis(200);
     })

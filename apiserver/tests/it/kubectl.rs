@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use tokio::io::AsyncBufReadExt as _;
 
-use crate::harness::{Cluster, eventually, kubectl_bin};
+use crate::harness::{Backend, Cluster, eventually, kubectl_bin};
 
 const MANIFEST: &str = r#"
 apiVersion: apps/v1
@@ -43,8 +43,8 @@ spec:
     targetPort: 2580
 "#;
 
-async fn basics(version: &str) -> anyhow::Result<()> {
-    let c = Cluster::start().await?;
+async fn basics(version: &str, backend: Backend) -> anyhow::Result<()> {
+    let c = Cluster::start_on(backend, |_| {}).await?;
     let k = c.kubectl(version);
 
     let v = k.ok(&["version", "-o", "json"]).await?;
@@ -360,12 +360,17 @@ async fn basics(version: &str) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn kubectl_1_33_basics() -> anyhow::Result<()> {
-    basics("1.33").await
+    basics("1.33", Backend::Etcd).await
 }
 
 #[tokio::test]
 async fn kubectl_1_27_basics() -> anyhow::Result<()> {
-    basics("1.27").await
+    basics("1.27", Backend::Etcd).await
+}
+
+#[tokio::test]
+async fn kubectl_1_33_basics_on_ackemu_store() -> anyhow::Result<()> {
+    basics("1.33", Backend::Store).await
 }
 
 #[tokio::test]
@@ -413,7 +418,16 @@ async fn kubectl_watch_sees_changes() -> anyhow::Result<()> {
 /// and a Role allowing get/watch/list of pods in `default`.
 #[tokio::test]
 async fn seed_user_flow_jiang() -> anyhow::Result<()> {
-    let c = Cluster::start().await?;
+    seed_user_flow(Backend::Etcd).await
+}
+
+#[tokio::test]
+async fn seed_user_flow_jiang_on_ackemu_store() -> anyhow::Result<()> {
+    seed_user_flow(Backend::Store).await
+}
+
+async fn seed_user_flow(backend: Backend) -> anyhow::Result<()> {
+    let c = Cluster::start_on(backend, |_| {}).await?;
     let admin = c.kubectl("1.33");
     let (csr_pem, key_pem) = pki::make_csr("jiang", &["dev"])?;
     let csr = serde_json::json!({

@@ -11,7 +11,7 @@ use ackemu_base::tasks::Tasks;
 use ackemu_kube::{KeyLayout, LabelSelector, Registry};
 use serde_json::json;
 
-use crate::harness::{Etcd, eventually};
+use crate::harness::{Backend, Etcd, eventually};
 
 fn storage(etcd: &Etcd, cache: CacheConfig) -> Storage {
     let clock = Clock::real();
@@ -31,7 +31,16 @@ fn pod(name: &str, app: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn crud_conflict_and_key_layout_on_real_etcd() -> anyhow::Result<()> {
-    let etcd = Etcd::start().await?;
+    crud_conflict_and_key_layout(Backend::Etcd).await
+}
+
+#[tokio::test]
+async fn crud_conflict_and_key_layout_on_ackemu_store() -> anyhow::Result<()> {
+    crud_conflict_and_key_layout(Backend::Store).await
+}
+
+async fn crud_conflict_and_key_layout(backend: Backend) -> anyhow::Result<()> {
+    let etcd = Etcd::start_backend(backend).await?;
     let s = storage(&etcd, CacheConfig::default());
     let r = Registry::builtin();
     let pods = r.preferred("", "pods").unwrap();
