@@ -772,3 +772,51 @@ async fn a_crashing_container_backs_off() {
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", rig.logs()));
 }
+
+#[tokio::test]
+async fn a_failing_liveness_probe_restarts_the_container() {
+    if !can_netns("a_failing_liveness_probe_restarts_the_container") {
+        return;
+    }
+    let rig = Rig::start(20.0, &[]).await.expect("rig");
+    rig.wait_ready("True", Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", rig.logs()));
+    let mut pod = app_pod("sick");
+    let c = &mut pod["spec"]["containers"][0];
+    c.as_object_mut().unwrap().remove("readinessProbe");
+    // Nothing listens on 9999: the probe fails, the container is restarted.
+    c["livenessProbe"] =
+        json!({"tcpSocket": {"port": 9999}, "periodSeconds": 2, "failureThreshold": 2});
+    rig.create_pod(pod).await.unwrap();
+    eventually(
+        "sick restarted by its liveness probe",
+        Duration::from_secs(90),
+        || async {
+            let p = rig.pod("sick").await?;
+            Ok((p["status"]["containerStatuses"][0]["restartCount"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 1)
+                .then_some(()))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", rig.logs()));
+    let events = rig.events_for("sick").await.unwrap();
+    let unhealthy = events
+        .iter()
+        .find(|e| e["reason"] == "Unhealthy")
+        .expect("an Unhealthy event");
+    let msg = unhealthy["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("Liveness probe failed: dial tcp 172.16.77.")
+            && msg.ends_with(":9999: connect: connection refused"),
+        "{msg}"
+    );
+    assert!(
+        events.iter().any(|e| e["reason"] == "Killing"
+            && e["message"] == "Container app failed liveness probe, will be restarted"),
+        "{events:?}"
+    );
+}
