@@ -4,7 +4,8 @@
 //! node's runc starts `ackemu-workload <program> [args]` inside the pod's
 //! network namespace. Owns: `pause`, `app` (the seed's HTTP app on :2580), a
 //! toolbox (`nslookup`, `wget`, `ping`, `telnet`, `sleep`) with the output
-//! shapes of the real tools, cluster DNS (`dns`) and `metrics-server`.
+//! shapes of the real tools, cluster DNS (`dns`), `metrics-server`, and the
+//! mesh (`pilot`, `sidecar`, `citadel`, `galley`).
 //!
 //! Must not know: the node agent, the cloud, the API server's internals.
 //! Programs read what a container would (argv, env, `resolv.conf`).
@@ -13,6 +14,7 @@ pub mod app;
 pub mod dns;
 pub mod https;
 pub mod kube;
+pub mod mesh;
 pub mod metrics;
 pub mod toolbox;
 
@@ -24,6 +26,10 @@ pub const PROGRAMS: &[&str] = &[
     "app",
     "dns",
     "metrics-server",
+    "pilot",
+    "sidecar",
+    "citadel",
+    "galley",
     "nslookup",
     "wget",
     "ping",
@@ -38,6 +44,14 @@ pub async fn run(program: &str, args: &[String]) -> ExitCode {
         "app" => app::main(args).await,
         "dns" => dns::main(args).await.map_err(|e| format!("{e:#}")),
         "metrics-server" => metrics::main(args).await.map_err(|e| format!("{e:#}")),
+        "pilot" => mesh::pilot::main(args).await.map_err(|e| format!("{e:#}")),
+        "sidecar" => mesh::sidecar::main(args)
+            .await
+            .map_err(|e| format!("{e:#}")),
+        "citadel" => mesh::citadel::main(args)
+            .await
+            .map_err(|e| format!("{e:#}")),
+        "galley" => mesh::galley::main(args).await.map_err(|e| format!("{e:#}")),
         "nslookup" => toolbox::nslookup::main(args).await,
         "wget" => toolbox::wget::main(args).await,
         "ping" => toolbox::ping::main(args).await,

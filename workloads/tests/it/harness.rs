@@ -243,7 +243,7 @@ impl Cluster {
         let tr = self
             .create(
                 &format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"),
-                serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 86400}}),
+                serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 31536000}}),
             )
             .await?;
         let token = tr["status"]["token"].as_str().context("token")?.to_owned();

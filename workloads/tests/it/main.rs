@@ -3,6 +3,7 @@
 
 mod cluster_dns;
 mod harness;
+mod mesh;
 mod metrics_server;
 
 use std::io::{BufRead, BufReader};
