@@ -76,6 +76,8 @@ pub enum Role {
     Attach(attach::AttachArgs),
     /// The kubelet: node registration and status, PLEG, pod workers.
     Kubelet(kubelet::KubeletArgs),
+    /// kube-proxy (iptables mode): Services and EndpointSlices → the nat table.
+    Proxy(proxy::run::ProxyArgs),
 }
 
 /// Run `cli` to completion and return the process exit code.
@@ -85,6 +87,7 @@ pub fn main(cli: Cli) -> i32 {
         Role::Cnid(a) => daemon(|| cnid::main(a)),
         Role::Runtime(a) => daemon(|| runtime::main(a)),
         Role::Kubelet(a) => daemon(|| kubelet::main(a)),
+        Role::Proxy(a) => daemon(|| proxy::run::main(a)),
         Role::Systemctl(a) => client(|| systemd::ctl::systemctl(a)),
         Role::Busctl(a) => client(|| systemd::ctl::busctl(a)),
         Role::Runc(a) => client(|| runc::main(a)),

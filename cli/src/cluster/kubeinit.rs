@@ -25,7 +25,8 @@ pub fn connect(kubeconfig: &Path, clock: &Clock) -> anyhow::Result<Client> {
     Ok(Client::new(cfg, clock.clone(), Tasks::new(clock.clone()))?)
 }
 
-async fn ensure(c: &Client, api_version: &str, kind: &str, obj: Value) -> anyhow::Result<()> {
+/// Creates `obj` unless it exists.
+pub async fn ensure(c: &Client, api_version: &str, kind: &str, obj: Value) -> anyhow::Result<()> {
     let info = c
         .registry()
         .by_api_version_kind(api_version, kind)
@@ -34,10 +35,20 @@ async fn ensure(c: &Client, api_version: &str, kind: &str, obj: Value) -> anyhow
     let ns = obj["metadata"]["namespace"].as_str().map(str::to_owned);
     let api = c.resource(&info, ns.as_deref());
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
-    match api.create(&obj).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.code() == Some(409) => Ok(()),
-        Err(e) => Err(anyhow::anyhow!("creating {kind} {name}: {e}")),
+    // A store busy with an election answers 5xx for a moment: retry those
+    // (bounded), as kubeadm's clients do; anything else is final.
+    let clock = Clock::real();
+    let deadline = clock.now() + Duration::from_secs(60);
+    loop {
+        match api.create(&obj).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code() == Some(409) => return Ok(()),
+            Err(e) if e.code().is_none_or(|c| c >= 500 || c == 429) && clock.now() < deadline => {
+                tracing::debug!("creating {kind} {name}: {e}; retrying");
+                clock.sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(anyhow::anyhow!("creating {kind} {name}: {e}")),
+        }
     }
 }
 

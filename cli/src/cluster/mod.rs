@@ -9,6 +9,7 @@
 //! a bootstrap token. The host reaches the master only through the
 //! loopback forwards of `ackemu forward`.
 
+pub mod addons;
 pub mod forward;
 pub mod kubeinit;
 pub mod process;
@@ -101,6 +102,10 @@ pub struct ClusterState {
     /// The cloud resources, once created.
     #[serde(default)]
     pub cloud: Option<provision::CloudIds>,
+    /// The cluster autoscaler's admin address (it starts once the
+    /// workers' scaling group exists; its forward is planned before).
+    #[serde(default)]
+    pub autoscaler_admin: Option<String>,
     /// Daemons by name, in start order.
     pub processes: Vec<(String, Proc)>,
 }
@@ -301,6 +306,7 @@ fn plan(dir: &Path, args: &UpArgs) -> anyhow::Result<ClusterState> {
         nodes: args.nodes,
         bootstrap_token: new_bootstrap_token()?,
         cloud: None,
+        autoscaler_admin: None,
         processes,
     })
 }
@@ -390,20 +396,39 @@ fn control_plane(dir: &Path, st: &mut ClusterState) -> anyhow::Result<()> {
             format!("--service-account-private-key-file={}", d("pki/sa.key")),
         ],
     )?;
-    if process::binary("ackemu-scheduler").is_ok() {
-        master_proc(
-            "scheduler",
-            "ackemu-scheduler",
-            vec![format!("--kubeconfig={internal_kubeconfig}")],
-        )?;
-    }
+    master_proc(
+        "scheduler",
+        "ackemu-scheduler",
+        vec![format!("--kubeconfig={internal_kubeconfig}")],
+    )?;
+    // The cloud controller manager calls the cloud with the master
+    // instance's RAM role (STS from the metadata service, on the wire).
+    master_proc(
+        "cloud-controller-manager",
+        "ackemu-cloud-controller-manager",
+        vec![
+            format!("--kubeconfig={internal_kubeconfig}"),
+            format!("--region={}", provision::REGION),
+            format!("--vpc-id={}", cloud.vpc),
+            format!("--vswitch-id={}", cloud.vswitch),
+            format!("--cluster-cidr={}", provision::CLUSTER_CIDR),
+            "--configure-cloud-routes=true".into(),
+            format!("--ram-role-name={}", cloud.master_role),
+        ],
+    )?;
     // The host reaches the master through loopback forwards only; the
     // master reaches the store members on the host's loopback (their
     // underlay) through forwards in the other direction.
     let mut fargs = vec![format!("--map={}={ns}/{master}:6443", st.apiserver)];
-    for (_, p) in &procs {
-        fargs.push(format!("--map={}={ns}/{}", p.admin, p.admin));
+    let autoscaler_admin = pick()?;
+    for a in procs
+        .iter()
+        .map(|(_, p)| p.admin.clone())
+        .chain(std::iter::once(autoscaler_admin.clone()))
+    {
+        fargs.push(format!("--map={a}={ns}/{a}"));
     }
+    st.autoscaler_admin = Some(autoscaler_admin);
     for ep in &st.store_endpoints {
         fargs.push(format!("--map={ns}/{ep}={ep}"));
     }
@@ -609,6 +634,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     kubeinit::bootstrap(&kube, &st.bootstrap_token, &cloud.master_ip, dir)
         .await
         .context("creating the bootstrap token, RBAC and cluster-info")?;
+    addons::install(&kube)
+        .await
+        .context("installing the add-ons")?;
 
     if st.nodes > 0 && cloud.scaling_group.is_none() {
         println!("creating the workers' scaling group ({} nodes)", st.nodes);
@@ -629,6 +657,35 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     if st.nodes > 0 {
         kubeinit::wait_nodes_ready(&kube, st.nodes as usize, limit).await?;
+    }
+    // The autoscaler starts once the first workers are Ready: pods pending
+    // while they boot must not look like a lack of capacity.
+    if let (Some(group), Some(admin)) = (
+        st.cloud.as_ref().and_then(|c| c.scaling_group.clone()),
+        st.autoscaler_admin.clone(),
+    ) && !st.processes.iter().any(|(n, _)| n == "cluster-autoscaler")
+    {
+        let cloud = st.cloud.clone().context("cloud ids")?;
+        let mut argv = vec![
+            format!("--kubeconfig={}", dir.join("pki/admin.conf").display()),
+            format!("--scaling-group-id={group}"),
+            format!("--region={}", provision::REGION),
+            format!("--ram-role-name={}", cloud.master_role),
+            format!("--admin-listen={admin}"),
+        ];
+        argv.extend(CommonArgs::clock_flags(&clock));
+        st.processes.push((
+            "cluster-autoscaler".into(),
+            Proc {
+                binary: "ackemu-cluster-autoscaler".into(),
+                args: argv,
+                admin,
+                pid: None,
+                netns: Some(format!("{}{}", st.netns_prefix, cloud.master_instance)),
+            },
+        ));
+        save(dir, &st)?;
+        start_all(dir, &mut st, limit, None).await?;
     }
 
     println!("\ncluster is up: API server https://{}", st.apiserver);
@@ -676,6 +733,7 @@ exec "$BIN/ackemu-node" attach \
   --token {token} \
   --node-name "$ACKEMU_INSTANCE_ID" \
   --node-ip "$ACKEMU_PRIVATE_IP" \
+  --provider-id "{region}.$ACKEMU_INSTANCE_ID" \
   --data-dir "$NODE_DIR" \
   --bin-dir "$BIN" \
   --cluster-dns 172.19.0.10 \
@@ -685,6 +743,7 @@ exec "$BIN/ackemu-node" attach \
         nodes = nodes.display(),
         master = cloud.master_ip,
         token = st.bootstrap_token,
+        region = provision::REGION,
     ))
 }
 /// Wait (bounded, real time) until a linearizable read succeeds through

@@ -46,6 +46,9 @@ fn main() {
         Trial::test("up::up_serves_kubectl_and_down_leaves_nothing", || {
             util::run(up::up_serves_kubectl_and_down_leaves_nothing())
         }),
+        Trial::test("up::up_with_workers_runs_pods_behind_services", || {
+            util::run(up::up_with_workers_runs_pods_behind_services())
+        }),
         Trial::test("kubeconfig::real_kubectl_reads_our_kubeconfig", || {
             util::run(kubeconfig::real_kubectl_reads_our_kubeconfig())
         }),

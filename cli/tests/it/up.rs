@@ -4,6 +4,7 @@
 use std::process::Command;
 
 use crate::util::{TestResult, ackemu, ackemu_ok, fail};
+use libtest_mimic::Failed;
 
 /// Why `ackemu up` cannot run here (it needs the VPC data plane).
 fn skip_reason() -> Option<&'static str> {
@@ -187,6 +188,162 @@ async fn check_running_cluster(d: &str, state: &serde_json::Value) -> TestResult
             "kubectl get namespaces: {text} {}",
             String::from_utf8_lossy(&out.stderr)
         )));
+    }
+    Ok(())
+}
+
+fn kubectl_in(d: &str, args: &[&str]) -> (bool, String) {
+    let Some(kubectl) = crate::kubeconfig::kubectl() else {
+        return (false, "kubectl not installed".into());
+    };
+    let kc = format!("{d}/kubeconfig");
+    let mut all = vec!["--kubeconfig", kc.as_str(), "--request-timeout=20s"];
+    all.extend_from_slice(args);
+    match Command::new(&kubectl).args(&all).output() {
+        Ok(o) => (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// Polls `f` (bounded, real time) until it yields a value.
+async fn eventually<T>(
+    what: &str,
+    secs: u64,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<T, Failed> {
+    let clock = ackemu_base::clock::Clock::real();
+    let deadline = clock.now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if clock.now() > deadline {
+            return Err(fail(format!("{what}: not within {secs}s")));
+        }
+        clock.sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// The README's promise: `ackemu up` brings workers that joined through
+/// ESS UserData and a bootstrap token, Ready; a Deployment's pods run as
+/// real processes; a pod reaches a Service by its DNS name through
+/// cluster DNS and kube-proxy's rules; `kubectl logs`/`exec` cross the VPC
+/// from the master to the kubelets.
+pub async fn up_with_workers_runs_pods_behind_services() -> TestResult {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return Ok(());
+    }
+    if crate::kubeconfig::kubectl().is_none() {
+        println!("skipped: kubectl not installed");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let d = dir.path().join("cluster");
+    let d = d.to_str().ok_or_else(|| fail("non-utf8 temp dir"))?;
+    let up = ackemu_ok(&[
+        "up",
+        "--data-dir",
+        d,
+        "--apiserver-port",
+        "0",
+        "--time-scale",
+        "10",
+        "--nodes",
+        "2",
+        "--ready-timeout",
+        "300s",
+    ]);
+    let result = match up {
+        Ok(_) => check_workers(d).await,
+        Err(e) => Err(e),
+    };
+    let down = ackemu(&["down", "--data-dir", d]);
+    result?;
+    if !down.0 {
+        return Err(fail(format!("down failed: {}", down.2)));
+    }
+    Ok(())
+}
+
+async fn check_workers(d: &str) -> TestResult {
+    let (_, nodes) = kubectl_in(d, &["get", "nodes", "--no-headers"]);
+    if nodes.lines().filter(|l| l.contains(" Ready ")).count() < 2 {
+        return Err(fail(format!("want 2 Ready nodes:\n{nodes}")));
+    }
+    let (ok, out) = kubectl_in(
+        d,
+        &["create", "deployment", "web", "--image=app", "--replicas=2"],
+    );
+    if !ok {
+        return Err(fail(format!("create deployment: {out}")));
+    }
+    let (ok, out) = kubectl_in(
+        d,
+        &[
+            "expose",
+            "deployment",
+            "web",
+            "--port=80",
+            "--target-port=2580",
+        ],
+    );
+    if !ok {
+        return Err(fail(format!("expose: {out}")));
+    }
+    let pod = eventually("two web pods Running and Ready", 240, || {
+        let (_, out) = kubectl_in(d, &["get", "pods", "-l", "app=web", "--no-headers"]);
+        let running: Vec<String> = out
+            .lines()
+            .filter(|l| l.contains(" 1/1 ") && l.contains("Running"))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect();
+        (running.len() == 2).then(|| running[0].clone())
+    })
+    .await?;
+    eventually("cluster DNS Ready", 240, || {
+        let (_, out) = kubectl_in(
+            d,
+            &[
+                "-n",
+                "kube-system",
+                "get",
+                "pods",
+                "-l",
+                "k8s-app=kube-dns",
+                "--no-headers",
+            ],
+        );
+        out.lines().any(|l| l.contains(" 1/1 ")).then_some(())
+    })
+    .await?;
+    let body = eventually("wget of the Service by name from a pod", 120, || {
+        let (ok, out) = kubectl_in(
+            d,
+            &[
+                "exec",
+                &pod,
+                "--",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                "http://web.default.svc.cluster.local/",
+            ],
+        );
+        (ok && out.contains("This is a small app for kubernetes")).then_some(out)
+    })
+    .await?;
+    let (ok, logs) = kubectl_in(d, &["logs", &pod]);
+    if !ok || !logs.contains("2580") {
+        return Err(fail(format!("kubectl logs {pod}: {logs} (after {body})")));
     }
     Ok(())
 }

@@ -75,7 +75,7 @@ pub struct AttachArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "cnid.service,runtime.service,kubelet.service"
+        default_value = "cnid.service,runtime.service,kubelet.service,proxy.service"
     )]
     pub units: Vec<String>,
     /// Directory of `ackemu-node` and `ackemu-workload`: when given, attach
@@ -89,6 +89,11 @@ pub struct AttachArgs {
     /// Cluster DNS servers (passed to the kubelet).
     #[arg(long, value_delimiter = ',')]
     pub cluster_dns: Vec<String>,
+    /// The node's `spec.providerID` (ACK: `<region>.<instance-id>`), set
+    /// when attach registers the Node; the cloud controllers find the
+    /// node's instance by it.
+    #[arg(long)]
+    pub provider_id: Option<String>,
     /// The node's pod CIDR; without it attach registers the Node and waits
     /// for node IPAM to assign `spec.podCIDR`.
     #[arg(long)]
@@ -156,7 +161,7 @@ async fn pod_cidr(
     tasks: &Tasks,
     attached: &Attached,
 ) -> anyhow::Result<String> {
-    use ackemu_kube::api::core::v1::{Node, NodeAddress, NodeStatus};
+    use ackemu_kube::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
     if let Some(c) = &args.pod_cidr {
         return Ok(c.clone());
     }
@@ -196,7 +201,10 @@ async fn pod_cidr(
                     ),
                     ..Default::default()
                 },
-                spec: None,
+                spec: args.provider_id.clone().map(|p| NodeSpec {
+                    provider_id: Some(p),
+                    ..Default::default()
+                }),
                 status: Some(NodeStatus {
                     addresses: Some(addresses),
                     ..Default::default()

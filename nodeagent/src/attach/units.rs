@@ -108,6 +108,18 @@ pub fn render(l: &NodeLayout) -> Vec<(String, String)> {
         kubelet.extend(["--cluster-dns".to_string(), l.cluster_dns.join(",")]);
     }
     kubelet.extend(l.clock_flags.iter().cloned());
+    let mut proxy = vec![
+        l.node_bin(),
+        "proxy".into(),
+        "--kubeconfig".into(),
+        l.d("kubelet.conf"),
+        "--hostname-override".into(),
+        l.node_name.clone(),
+    ];
+    if let Some(ip) = &l.node_ip {
+        proxy.extend(["--node-ip".to_string(), ip.clone()]);
+    }
+    proxy.extend(l.clock_flags.iter().cloned());
     vec![
         ("cnid.service".into(), service("ackemu CNI daemon", &cnid)),
         (
@@ -117,6 +129,10 @@ pub fn render(l: &NodeLayout) -> Vec<(String, String)> {
         (
             "kubelet.service".into(),
             service("kubelet: The Kubernetes Node Agent", &kubelet),
+        ),
+        (
+            "proxy.service".into(),
+            service("kube-proxy: The Kubernetes network proxy", &proxy),
         ),
     ]
 }
@@ -176,14 +192,21 @@ mod tests {
         let names: Vec<&str> = units.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["cnid.service", "runtime.service", "kubelet.service"]
+            [
+                "cnid.service",
+                "runtime.service",
+                "kubelet.service",
+                "proxy.service"
+            ]
         );
         for (name, text) in &units {
             let u = parse_service(name, text).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(u.enabled, "{name} starts at boot");
             assert_eq!(u.exec_start[0], "/opt/ackemu/bin/ackemu-node");
             assert!(u.exec_start.contains(&"--time-scale=10".to_string()));
-            assert!(u.exec_start.contains(&"/nodes/i-1/run".to_string()));
+            assert!(
+                name == "proxy.service" || u.exec_start.contains(&"/nodes/i-1/run".to_string())
+            );
         }
         let kubelet = parse_service("kubelet.service", &units[2].1).unwrap();
         let argv = kubelet.exec_start.join(" ");

@@ -3,10 +3,11 @@
 //! table, with kube-proxy's chain structure and names, so `iptables -t nat
 //! -nL KUBE-SERVICES` inside a node reads like the seed articles.
 //!
-//! Must not know: the API server or how the objects arrive (the watch loop
-//! feeding [`rules::nat_rules`] lives elsewhere), nor how the text is
-//! applied.
+//! [`rules`] must not know the API server or how the objects arrive, nor
+//! how the text is applied; [`run`] is the watch loop that feeds it and
+//! applies its output with the real `iptables-restore`.
 
 pub mod rules;
+pub mod run;
 
 pub use rules::{NatRules, ProxyInput, nat_rules, slices_from_endpoints};
