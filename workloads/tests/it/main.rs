@@ -128,7 +128,18 @@ fn dns_server_answers_dig_and_our_nslookup() {
     let dir = tempfile::tempdir().unwrap();
     let zf = zone_file(dir.path());
     let (_dns, line) = start(
-        &["dns", "--listen", "127.0.0.1:0", "--static-zone", &zf],
+        &[
+            "dns",
+            "--listen",
+            "127.0.0.1:0",
+            "--static-zone",
+            &zf,
+            // Not CoreDNS's fixed 8181/8080: other tests run beside this one.
+            "--ready-listen",
+            "127.0.0.1:0",
+            "--health-listen",
+            "127.0.0.1:0",
+        ],
         "serving DNS",
         false,
     );
