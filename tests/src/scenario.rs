@@ -112,16 +112,21 @@ impl Run {
 
     /// Records a step that happened.
     pub fn step(&mut self, what: impl Into<String>, detail: impl Into<String>) {
+        self.record(what.into(), detail.into(), true);
+    }
+
+    fn record(&mut self, what: String, detail: String, ok: bool) {
         let s = Step {
             phase: self.phase,
-            what: what.into(),
+            what,
             at: self.elapsed(),
-            ok: true,
-            detail: detail.into(),
+            ok,
+            detail,
         };
         println!(
-            "     [{:>7.1}s] {}: {}",
+            "     [{:>7.1}s] {}{}: {}",
             s.at.as_secs_f64(),
+            if ok { "" } else { "FAILED " },
             s.what,
             s.detail
         );
@@ -153,20 +158,8 @@ impl Run {
                 Err(e) => last = format!("{e:#}"),
             }
             if self.clock.now() > end {
-                let s = Step {
-                    phase: self.phase,
-                    what: what.into(),
-                    at: self.elapsed(),
-                    ok: false,
-                    detail: format!("not seen within {deadline:?} of cluster time {last}"),
-                };
-                println!(
-                    "     [{:>7.1}s] FAILED {}: {}",
-                    s.at.as_secs_f64(),
-                    s.what,
-                    s.detail
-                );
-                self.steps.push(s);
+                let detail = format!("not seen within {deadline:?} of cluster time {last}");
+                self.record(what.to_owned(), detail, false);
                 anyhow::bail!("{what}: not seen within {deadline:?} of cluster time {last}");
             }
             self.clock.sleep(Duration::from_millis(100)).await;

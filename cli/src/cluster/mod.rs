@@ -591,6 +591,8 @@ fn host_kubeconfig(dir: &Path, st: &ClusterState) -> anyhow::Result<PathBuf> {
 
 /// `ackemu up`: start (or resume) the cluster in the data dir.
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let wall = Clock::real();
+    let started = wall.now();
     let dir = &args.dir.data_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut st = match load(dir)? {
@@ -688,7 +690,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         start_all(dir, &mut st, limit, None).await?;
     }
 
-    println!("\ncluster is up: API server https://{}", st.apiserver);
+    println!(
+        "\ncluster is up in {:.1}s ({} nodes Ready): API server https://{}",
+        wall.now().saturating_duration_since(started).as_secs_f64(),
+        st.nodes,
+        st.apiserver
+    );
     println!(
         "  export KUBECONFIG={}",
         std::fs::canonicalize(&kubeconfig)
