@@ -64,7 +64,10 @@ async fn main() -> std::process::ExitCode {
         Command::Status(args) => cluster::status(args).await,
         Command::Logs(args) => cluster::logs(args),
         Command::Chaos(args) => chaos::run(args).await,
-        Command::Cloud(args) => ackemu_cloudsim::cli::run(args).await,
+        Command::Cloud(args) => {
+            let clock = cluster::cloud_clock(args.profile_file.as_deref());
+            ackemu_cloudsim::cli::run_with_clock(args, clock).await
+        }
         Command::Forward(args) => cluster::forward::run(args).await,
         Command::Scenario { args } => scenario(&args),
     };

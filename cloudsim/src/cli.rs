@@ -331,9 +331,15 @@ pub fn resolve(args: &Args) -> anyhow::Result<(String, Credentials)> {
 /// Runs one `ackemu cloud` command: prints the JSON answer, or fails with
 /// the cloud's error code and message.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    run_with_clock(args, ackemu_base::clock::Clock::real()).await
+}
+
+/// [`run`] with request timestamps from `clock` (a time-scaled cluster's
+/// clock: the cloud refuses signatures too far from its own time).
+pub async fn run_with_clock(args: Args, clock: ackemu_base::clock::Clock) -> anyhow::Result<()> {
     let (endpoint, creds) = resolve(&args)?;
     let params = parse_params(&args.params)?;
-    let client = Client::new(&endpoint, creds, ackemu_base::clock::Clock::real())?;
+    let client = Client::new(&endpoint, creds, clock)?;
     let out = if args.product.eq_ignore_ascii_case("trail")
         || args.product.eq_ignore_ascii_case("actiontrail")
     {

@@ -48,6 +48,9 @@ pub trait Cluster {
     async fn etcdctl(&self, member: Option<&str>, args: &[&str]) -> anyhow::Result<Output>;
     /// The store members' component names and client endpoints.
     fn store_members(&self) -> Vec<(String, String)>;
+    /// A cloud resource of the cluster (`vpc`, `security_group`,
+    /// `route_table`, `master_instance`, …).
+    fn cloud_id(&self, key: &str) -> Option<String>;
     /// `ackemu chaos process <action> <component>`.
     async fn process(&self, action: &str, component: &str) -> anyhow::Result<Output>;
     /// A component's log.
@@ -243,6 +246,10 @@ impl Cluster for LocalCluster {
             .enumerate()
             .map(|(i, e)| (format!("store-{i}"), e))
             .collect()
+    }
+
+    fn cloud_id(&self, key: &str) -> Option<String> {
+        self.state["cloud"][key].as_str().map(str::to_owned)
     }
 
     async fn process(&self, action: &str, component: &str) -> anyhow::Result<Output> {

@@ -320,6 +320,23 @@ fn cluster_clock(st: &ClusterState) -> Clock {
     })
 }
 
+/// The clock `ackemu cloud` signs with: the cluster's (time-scaled) when
+/// the profile file is a cluster's (`<data-dir>/cloud-profile.json`) or,
+/// without one, when `$ACKEMU_DATA_DIR`/`.ackemu` holds a cluster; else
+/// real time.
+pub fn cloud_clock(profile_file: Option<&Path>) -> Clock {
+    let dir = match profile_file {
+        Some(p) => p.parent().map(Path::to_path_buf),
+        None => Some(PathBuf::from(
+            std::env::var("ACKEMU_DATA_DIR").unwrap_or_else(|_| ".ackemu".into()),
+        )),
+    };
+    match dir.and_then(|d| load(&d).ok().flatten()) {
+        Some(st) => cluster_clock(&st),
+        None => Clock::real(),
+    }
+}
+
 /// A free loopback UDP port (the fabric's underlay).
 fn free_udp_port() -> anyhow::Result<u16> {
     let s = std::net::UdpSocket::bind("127.0.0.1:0")?;

@@ -1,5 +1,6 @@
 //! The scenarios of SCENARIOS.md that the runner reproduces so far.
 
+pub mod s04;
 pub mod s13;
 pub mod s14;
 
@@ -7,6 +8,12 @@ use crate::scenario::Scenario;
 
 /// Every scenario the runner knows, in SCENARIOS.md order.
 pub const ALL: &[Scenario] = &[
+    Scenario {
+        id: s04::ID,
+        title: s04::TITLE,
+        nodes: 2,
+        store_quota_bytes: 0,
+    },
     Scenario {
         id: s13::ID,
         title: s13::TITLE,
