@@ -1,6 +1,7 @@
 //! The scenarios of SCENARIOS.md that the runner reproduces so far.
 
 pub mod s04;
+pub mod s05;
 pub mod s13;
 pub mod s14;
 
@@ -12,6 +13,12 @@ pub const ALL: &[Scenario] = &[
         id: s04::ID,
         title: s04::TITLE,
         nodes: 2,
+        store_quota_bytes: 0,
+    },
+    Scenario {
+        id: s05::ID,
+        title: s05::TITLE,
+        nodes: 1,
         store_quota_bytes: 0,
     },
     Scenario {

@@ -60,6 +60,11 @@ async fn s04_sg_pod_cidr_rule_removed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s05_sg_node_moved_out() {
+    scenario("S05").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s13_store_leader_loss() {
     scenario("S13").await;
 }
@@ -87,6 +92,6 @@ fn junit_names_each_scenario_and_marks_failures() {
         ackemu_tests::find("nope")
             .unwrap_err()
             .to_string()
-            .contains("S04, S13, S14")
+            .contains("S04, S05, S13, S14")
     );
 }
