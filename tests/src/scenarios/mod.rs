@@ -2,6 +2,7 @@
 
 pub mod s04;
 pub mod s05;
+pub mod s12;
 pub mod s13;
 pub mod s14;
 
@@ -19,6 +20,12 @@ pub const ALL: &[Scenario] = &[
         id: s05::ID,
         title: s05::TITLE,
         nodes: 1,
+        store_quota_bytes: 0,
+    },
+    Scenario {
+        id: s12::ID,
+        title: s12::TITLE,
+        nodes: 2,
         store_quota_bytes: 0,
     },
     Scenario {
