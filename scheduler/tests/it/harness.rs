@@ -3,99 +3,27 @@
 //! plain Node objects (no kubelet): the test sets their allocatable and
 //! Ready condition itself.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use ackemu_base::Env;
 use ackemu_base::clock::Clock;
 use ackemu_kube::api::core::v1::{Event, Node, Pod};
-use ackemu_kube::client::{Client, ClientConfig, ListParams};
-use anyhow::{Context, bail};
+use ackemu_kube::client::{Client, ListParams};
+use ackemu_testkit::{ApiServer, Etcd};
+use anyhow::Context;
 use serde_json::{Value, json};
 
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
+pub use ackemu_testkit::Proc;
 
 /// Polls `f` until it yields a value; the deadline only bounds failure.
-pub async fn eventually<F, Fut, T>(what: &str, mut f: F) -> anyhow::Result<T>
+pub async fn eventually<F, Fut, T>(what: &str, f: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
 {
-    let clock = Clock::real();
-    let deadline = clock.now() + Duration::from_secs(60);
-    let mut last_err = None;
-    loop {
-        match f().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last_err = Some(e),
-        }
-        if clock.now() > deadline {
-            bail!("timed out waiting for {what}; last error: {last_err:?}");
-        }
-        // Pacing between polls, not a synchronisation point.
-        clock.sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A child process killed when dropped.
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The target directory this test binary was built into.
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // target/debug/deps/it-<hash>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/debug")
-        .to_path_buf()
-}
-
-/// The API server binary; built when missing (this crate does not depend
-/// on it, so `cargo test -p ackemu-scheduler` alone does not build it).
-fn apiserver_bin() -> anyhow::Result<PathBuf> {
-    let bin = target_dir().join("ackemu-apiserver");
-    if bin.exists() {
-        return Ok(bin);
-    }
-    eprintln!(
-        "{} is absent: building it (cargo build -p ackemu-apiserver --bin ackemu-apiserver)",
-        bin.display()
-    );
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
-    let target = target_dir().parent().context("target dir")?.to_path_buf();
-    let st = Command::new(cargo)
-        .args([
-            "build",
-            "-p",
-            "ackemu-apiserver",
-            "--bin",
-            "ackemu-apiserver",
-            "--manifest-path",
-            manifest,
-        ])
-        .env("CARGO_TARGET_DIR", target)
-        .status()
-        .context("building ackemu-apiserver")?;
-    if !st.success() || !bin.exists() {
-        bail!(
-            "the scheduler's integration tests need {}: `cargo build -p ackemu-apiserver --bin ackemu-apiserver` failed",
-            bin.display()
-        );
-    }
-    Ok(bin)
+    ackemu_testkit::eventually_within(what, Duration::from_secs(60), f).await
 }
 
 /// A running `ackemu-scheduler`.
@@ -126,8 +54,8 @@ impl Scheduler {
 
 /// etcd + API server, and an admin client.
 pub struct Cluster {
-    _etcd: Proc,
-    _apiserver: Proc,
+    _apiserver: ApiServer,
+    _etcd: Etcd,
     pub dir: tempfile::TempDir,
     pub env: Env,
     pub client: Client,
@@ -138,80 +66,11 @@ pub struct Cluster {
 impl Cluster {
     pub async fn start() -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
-        let (client_port, peer) = (free_port(), free_port());
-        let endpoint = format!("127.0.0.1:{client_port}");
-        let etcd = Proc(
-            Command::new("etcd")
-                .arg("--data-dir")
-                .arg(dir.path().join("etcd"))
-                .args(["--listen-client-urls", &format!("http://{endpoint}")])
-                .args(["--advertise-client-urls", &format!("http://{endpoint}")])
-                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                .args([
-                    "--initial-advertise-peer-urls",
-                    &format!("http://127.0.0.1:{peer}"),
-                ])
-                .args([
-                    "--initial-cluster",
-                    &format!("default=http://127.0.0.1:{peer}"),
-                ])
-                .args(["--log-level", "error"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting etcd (Debian package etcd-server)")?,
-        );
-        let ep = endpoint.clone();
-        eventually("etcd to serve", || {
-            let ep = ep.clone();
-            async move {
-                let out = tokio::process::Command::new("etcdctl")
-                    .env("ETCDCTL_API", "3")
-                    .args(["--endpoints", &ep, "endpoint", "health"])
-                    .output()
-                    .await?;
-                Ok(out.status.success().then_some(()))
-            }
-        })
-        .await?;
-        let api_port = free_port();
-        let kubeconfig = dir.path().join("admin.kubeconfig");
-        let log = std::fs::File::create(dir.path().join("apiserver.log"))?;
-        let apiserver = Proc(
-            Command::new(apiserver_bin()?)
-                .arg(format!("--secure-listen=127.0.0.1:{api_port}"))
-                .arg(format!("--store-endpoints={endpoint}"))
-                .arg(format!("--pki-dir={}", dir.path().join("pki").display()))
-                .arg(format!("--admin-kubeconfig={}", kubeconfig.display()))
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .context("starting ackemu-apiserver")?,
-        );
+        let etcd = Etcd::start(dir.path()).await?;
         let env = Env::for_test(Clock::real());
-        let kc = kubeconfig.clone();
-        let cfg = eventually("the admin kubeconfig", || {
-            let kc = kc.clone();
-            async move {
-                Ok(kc
-                    .exists()
-                    .then(|| ClientConfig::from_kubeconfig(&kc))
-                    .transpose()?)
-            }
-        })
-        .await?;
-        let client = Client::new(cfg, env.clock.clone(), env.tasks.clone())?;
-        let c2 = client.clone();
-        eventually("the API server to answer", || {
-            let c = c2.clone();
-            async move {
-                Ok(c.request("GET", "/api/v1/namespaces/default", None)
-                    .await
-                    .ok()
-                    .map(|_| ()))
-            }
-        })
-        .await?;
+        let apiserver = ApiServer::start(dir.path(), &etcd.endpoint, &[], &env.tasks).await?;
+        let client = apiserver.client.clone();
+        let kubeconfig = apiserver.kubeconfig.clone();
         // The ServiceAccount admission plugin needs the default account
         // (the controller-manager is not running here).
         let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount",
@@ -224,8 +83,8 @@ impl Cluster {
             )
             .await?;
         Ok(Cluster {
-            _etcd: etcd,
             _apiserver: apiserver,
+            _etcd: etcd,
             dir,
             env,
             client,

@@ -5,89 +5,27 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ackemu_base::clock::Clock;
 use ackemu_base::tasks::Tasks;
-use ackemu_kube::client::{Client, ClientConfig};
-use anyhow::{Context, bail};
+use ackemu_kube::client::Client;
+use ackemu_testkit::{ApiServer, Etcd};
+use anyhow::Context;
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ackemu-workload");
 
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
+pub use ackemu_testkit::{Proc, free_port};
 
 /// Polls `f` until it yields a value; the deadline only bounds failure.
-pub async fn eventually<F, Fut, T>(what: &str, mut f: F) -> anyhow::Result<T>
+pub async fn eventually<F, Fut, T>(what: &str, f: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
 {
-    let clock = Clock::real();
-    let deadline = clock.now() + Duration::from_secs(90);
-    let mut last_err = None;
-    loop {
-        match f().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last_err = Some(e),
-        }
-        if clock.now() > deadline {
-            bail!("timed out waiting for {what}; last error: {last_err:?}");
-        }
-        // Pacing between polls, not a synchronisation point.
-        clock.sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A child process killed on drop.
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The target directory this test binary was built into.
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/debug")
-        .to_path_buf()
-}
-
-/// The API server binary, built on demand when this crate's tests run alone.
-fn apiserver_bin() -> anyhow::Result<PathBuf> {
-    let bin = target_dir().join("ackemu-apiserver");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
-        let target = target_dir().parent().context("target dir")?.to_path_buf();
-        let st = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "ackemu-apiserver",
-                "--bin",
-                "ackemu-apiserver",
-                "--manifest-path",
-                manifest,
-            ])
-            .env("CARGO_TARGET_DIR", target)
-            .status()
-            .context("building ackemu-apiserver")?;
-        if !st.success() {
-            bail!("building ackemu-apiserver failed");
-        }
-    }
-    Ok(bin)
+    ackemu_testkit::eventually_within(what, Duration::from_secs(90), f).await
 }
 
 /// `kubectl.1.33`, installed beside the `kubectl` dispatcher.
@@ -105,8 +43,8 @@ pub fn kubectl_bin() -> PathBuf {
 
 /// etcd + the API server.
 pub struct Cluster {
-    _etcd: Proc,
-    _apiserver: Proc,
+    _apiserver: ApiServer,
+    _etcd: Etcd,
     pub dir: tempfile::TempDir,
     pub tasks: Tasks,
     pub client: Client,
@@ -120,93 +58,19 @@ pub struct Cluster {
 impl Cluster {
     pub async fn start() -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
-        let (client_port, peer) = (free_port(), free_port());
-        let endpoint = format!("127.0.0.1:{client_port}");
-        let etcd = Proc(
-            Command::new("etcd")
-                .arg("--data-dir")
-                .arg(dir.path().join("etcd"))
-                .args(["--listen-client-urls", &format!("http://{endpoint}")])
-                .args(["--advertise-client-urls", &format!("http://{endpoint}")])
-                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                .args([
-                    "--initial-advertise-peer-urls",
-                    &format!("http://127.0.0.1:{peer}"),
-                ])
-                .args([
-                    "--initial-cluster",
-                    &format!("default=http://127.0.0.1:{peer}"),
-                ])
-                .args(["--log-level", "error"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting etcd (Debian package etcd-server)")?,
-        );
-        let ep = endpoint.clone();
-        eventually("etcd to serve", || {
-            let ep = ep.clone();
-            async move {
-                let out = tokio::process::Command::new("etcdctl")
-                    .env("ETCDCTL_API", "3")
-                    .args(["--endpoints", &ep, "endpoint", "health"])
-                    .output()
-                    .await?;
-                Ok(out.status.success().then_some(()))
-            }
-        })
-        .await?;
-        let api_port = free_port();
-        let admin_port = free_port();
-        let kubeconfig = dir.path().join("admin.kubeconfig");
-        let log = std::fs::File::create(dir.path().join("apiserver.log"))?;
-        let apiserver = Proc(
-            Command::new(apiserver_bin()?)
-                .arg(format!("--secure-listen=127.0.0.1:{api_port}"))
-                .arg(format!("--admin-listen=127.0.0.1:{admin_port}"))
-                .arg(format!("--store-endpoints={endpoint}"))
-                .arg(format!("--pki-dir={}", dir.path().join("pki").display()))
-                .arg(format!("--admin-kubeconfig={}", kubeconfig.display()))
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .context("starting ackemu-apiserver")?,
-        );
+        let etcd = Etcd::start(dir.path()).await?;
         let tasks = Tasks::new(Clock::real());
-        let kc = kubeconfig.clone();
-        let cfg = eventually("the admin kubeconfig", || {
-            let kc = kc.clone();
-            async move {
-                Ok(kc
-                    .exists()
-                    .then(|| ClientConfig::from_kubeconfig(&kc))
-                    .transpose()?)
-            }
-        })
-        .await?;
-        let ca_pem = cfg.ca_pem.clone();
-        let client = Client::new(cfg, tasks.clock().clone(), tasks.clone())?;
-        let c2 = client.clone();
-        eventually("the API server to answer", || {
-            let c = c2.clone();
-            async move {
-                Ok(c.request("GET", "/api/v1/namespaces/default", None)
-                    .await
-                    .ok()
-                    .map(|_| ()))
-            }
-        })
-        .await?;
+        let apiserver = ApiServer::start(dir.path(), &etcd.endpoint, &[], &tasks).await?;
         Ok(Cluster {
-            _etcd: etcd,
+            client: apiserver.client.clone(),
+            kubeconfig: apiserver.kubeconfig.clone(),
+            api_port: apiserver.api_port,
+            admin_port: apiserver.admin_port,
+            ca_pem: apiserver.ca_pem.clone(),
             _apiserver: apiserver,
+            _etcd: etcd,
             dir,
             tasks,
-            client,
-            kubeconfig,
-            api_port,
-            admin_port,
-            ca_pem,
         })
     }
 
