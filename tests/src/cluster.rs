@@ -72,6 +72,8 @@ pub struct UpOptions {
     /// The store's `--quota-backend-bytes` (0: etcd's default).
     pub store_quota_bytes: u64,
     pub ready_timeout: Duration,
+    /// Further `ackemu up` flags a scenario needs (e.g. `--mesh`).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for UpOptions {
@@ -81,6 +83,7 @@ impl Default for UpOptions {
             time_scale: 60.0,
             store_quota_bytes: 0,
             ready_timeout: Duration::from_secs(180),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -131,26 +134,23 @@ impl LocalCluster {
             o.store_quota_bytes.to_string(),
             format!("{}s", o.ready_timeout.as_secs()),
         );
-        let out = run(
-            ackemu,
-            &[
-                "up",
-                "--data-dir",
-                &d,
-                "--apiserver-port",
-                "0",
-                "--nodes",
-                &nodes,
-                "--time-scale",
-                &scale,
-                "--store-quota-bytes",
-                &quota,
-                "--ready-timeout",
-                &timeout,
-            ],
-            &[],
-        )
-        .await?;
+        let mut args = vec![
+            "up",
+            "--data-dir",
+            &d,
+            "--apiserver-port",
+            "0",
+            "--nodes",
+            &nodes,
+            "--time-scale",
+            &scale,
+            "--store-quota-bytes",
+            &quota,
+            "--ready-timeout",
+            &timeout,
+        ];
+        args.extend(o.extra_args.iter().map(String::as_str));
+        let out = run(ackemu, &args, &[]).await?;
         if !out.ok {
             let _ = run(ackemu, &["down", "--data-dir", &d], &[]).await;
             anyhow::bail!("ackemu up failed:\n{}", out.text());

@@ -56,6 +56,7 @@ pub async fn run_local(
         nodes: s.nodes,
         time_scale,
         store_quota_bytes: s.store_quota_bytes,
+        extra_args: s.up_args.iter().map(|a| a.to_string()).collect(),
         ..UpOptions::default()
     };
     let clock = Clock::real();

@@ -176,4 +176,6 @@ pub struct Scenario {
     pub nodes: u32,
     /// Store quota it needs (0: default).
     pub store_quota_bytes: u64,
+    /// Further `ackemu up` flags it needs.
+    pub up_args: &'static [&'static str],
 }
