@@ -67,6 +67,13 @@ pub struct Args {
     /// gRPC endpoint, e.g. http://127.0.0.1:18600 (overrides the profile).
     #[arg(long, env = "ACKEMU_CLOUD_ENDPOINT")]
     pub endpoint: Option<String>,
+    /// Sign with this cluster clock's scale (with --cluster-epoch-ms;
+    /// overrides the clock the caller passes).
+    #[arg(long, env = "ACKEMU_TIME_SCALE")]
+    pub time_scale: Option<f64>,
+    /// The cluster clock's epoch (with --time-scale).
+    #[arg(long, env = "ACKEMU_CLUSTER_EPOCH_MS")]
+    pub cluster_epoch_ms: Option<i64>,
     /// ecs, vpc, slb, ess, ram, sts, registry (or cr), trail.
     pub product: String,
     /// The OpenAPI action, e.g. DescribeVpcs.
@@ -339,6 +346,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 pub async fn run_with_clock(args: Args, clock: ackemu_base::clock::Clock) -> anyhow::Result<()> {
     let (endpoint, creds) = resolve(&args)?;
     let params = parse_params(&args.params)?;
+    let clock = match (args.time_scale, args.cluster_epoch_ms) {
+        (Some(scale), Some(epoch)) => {
+            if !(scale.is_finite() && scale > 0.0) {
+                anyhow::bail!("invalid --time-scale {scale}: expected a positive number");
+            }
+            ackemu_base::clock::Clock::new(ackemu_base::clock::ClockConfig {
+                time_scale: scale,
+                epoch_unix_ms: epoch,
+                offset_ms: 0,
+            })
+        }
+        _ => clock,
+    };
     let client = Client::new(&endpoint, creds, clock)?;
     let out = if args.product.eq_ignore_ascii_case("trail")
         || args.product.eq_ignore_ascii_case("actiontrail")

@@ -73,10 +73,20 @@ pub struct Config {
     #[arg(long)]
     pub listen_file: Option<PathBuf>,
     /// Hypervisor backend: `recording` (records calls; with
-    /// --hypervisor-log also as JSON lines) or `local` (instances are
-    /// network namespaces on TUN devices behind the VPC fabric; needs root).
+    /// --hypervisor-log also as JSON lines), `local` (instances are
+    /// network namespaces on TUN devices behind the VPC fabric; needs root)
+    /// or `compose` (the same, each instance in one of docker-compose's ECS
+    /// containers, see --compose-hosts).
     #[arg(long, default_value = "recording")]
     pub hypervisor: String,
+    /// `compose`: the ECS containers' host agents (`ecs-0:7070,…`), in
+    /// the order instances are assigned to them.
+    #[arg(long, value_delimiter = ',')]
+    pub compose_hosts: Vec<String>,
+    /// `compose`: the fabric's address as the ECS containers reach it
+    /// (--fabric-listen is usually 0.0.0.0:PORT there).
+    #[arg(long)]
+    pub fabric_advertise: Option<std::net::SocketAddrV4>,
     /// `local`: namespaces are `<prefix><instance-id>` and `<prefix>cloud`.
     #[arg(long, default_value = "ackemu-")]
     pub netns_prefix: String,
@@ -157,7 +167,15 @@ pub async fn run(config: Config, env: Env) -> anyhow::Result<()> {
             None => RecordingBackend::new(),
         })),
         "local" => Backend::Local,
-        other => anyhow::bail!("unknown --hypervisor {other:?}: expected recording or local"),
+        "compose" => {
+            if config.compose_hosts.is_empty() || config.fabric_advertise.is_none() {
+                anyhow::bail!("--hypervisor compose needs --compose-hosts and --fabric-advertise");
+            }
+            Backend::Local
+        }
+        other => {
+            anyhow::bail!("unknown --hypervisor {other:?}: expected recording, local or compose")
+        }
     };
     if !matches!(config.on_exit.as_str(), "stop" | "keep") {
         anyhow::bail!(
@@ -276,11 +294,32 @@ async fn serve(config: Config, env: Env, backend: Backend) -> anyhow::Result<()>
                         socket_buffer_bytes: 4 << 20,
                         spin_polls: config.dataplane_spin_polls,
                         v: config.common.v,
+                        compose: match (config.hypervisor.as_str(), config.fabric_advertise) {
+                            ("compose", Some(advertise)) => {
+                                Some(dataplane::compose::ComposeConfig {
+                                    hosts: config.compose_hosts.clone(),
+                                    fabric_advertise: advertise,
+                                    netns_prefix: config.netns_prefix.clone(),
+                                    assignments_file: config.data_dir.join("compose-hosts.json"),
+                                    mtu: config.eni_mtu,
+                                    stop_grace: config.instance_stop_grace,
+                                    socket_buffer_bytes: 4 << 20,
+                                    spin_polls: config.dataplane_spin_polls,
+                                    v: config.common.v,
+                                })
+                            }
+                            _ => None,
+                        },
                     },
                 )
                 .await
-                .context("starting the data plane (--hypervisor local)")?;
-                (Arc::new(dp.backend.clone()), Some(dp))
+                .with_context(|| {
+                    format!(
+                        "starting the data plane (--hypervisor {})",
+                        config.hypervisor
+                    )
+                })?;
+                (dp.backend.hypervisor(), Some(dp))
             }
         };
     lifecycle::recover(&cloud).await;

@@ -48,6 +48,7 @@ struct Inner {
     cfg: LocalConfig,
     fabric: Fabric,
     cloud: Cloud,
+    host: NicHost,
     /// Real time for waiting on processes (process start-up does not speed
     /// up with the cluster clock).
     real: Clock,
@@ -73,24 +74,100 @@ fn herr(op: &'static str, id: &str, e: DataplaneError) -> HypervisorError {
     }
 }
 
-impl LocalBackend {
-    pub fn new(cfg: LocalConfig, fabric: Fabric, cloud: Cloud) -> LocalBackend {
-        LocalBackend {
-            inner: Arc::new(Inner {
-                cfg,
-                fabric,
-                cloud,
-                real: Clock::real(),
-            }),
+/// How to start one instance's NIC: everything `ackemu-vnic` is told.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NicLaunch {
+    pub instance_id: String,
+    /// The instance's namespace (created by [`NicHost::start`]).
+    pub netns: String,
+    /// The fabric's underlay address as this host reaches it.
+    pub fabric: std::net::SocketAddrV4,
+    /// The ENI address with its prefix (`192.168.0.10/24`).
+    pub address: String,
+    pub gateway: std::net::Ipv4Addr,
+    pub mtu: usize,
+    pub stop_grace_ms: u64,
+    pub socket_buffer_bytes: usize,
+    pub spin_polls: usize,
+    pub v: u8,
+    /// `KEY=VALUE` for the UserData's environment.
+    pub env: Vec<String>,
+    /// The decoded UserData (empty: none).
+    pub user_data: String,
+    /// The hello token (never in argv).
+    pub token: String,
+}
+
+impl NicLaunch {
+    /// The launch of `spec`'s NIC in `netns`, talking to `fabric`.
+    pub fn for_spec(
+        spec: &InstanceSpec,
+        netns: String,
+        fabric: std::net::SocketAddrV4,
+        token: String,
+        knobs: &NicKnobs,
+    ) -> NicLaunch {
+        NicLaunch {
+            instance_id: spec.instance_id.clone(),
+            netns,
+            fabric,
+            address: format!("{}/{}", spec.private_ip, spec.prefix_len),
+            gateway: spec.gateway,
+            mtu: knobs.mtu,
+            stop_grace_ms: knobs.stop_grace_ms,
+            socket_buffer_bytes: knobs.socket_buffer_bytes,
+            spin_polls: knobs.spin_polls,
+            v: knobs.v,
+            env: vec![
+                format!("ACKEMU_PRIVATE_IP={}", spec.private_ip),
+                format!("ACKEMU_HOSTNAME={}", spec.host_name),
+            ],
+            user_data: spec.user_data.clone(),
+            token,
+        }
+    }
+}
+
+/// The NIC settings every instance of a backend shares.
+#[derive(Debug, Clone)]
+pub struct NicKnobs {
+    pub mtu: usize,
+    pub stop_grace_ms: u64,
+    pub socket_buffer_bytes: usize,
+    pub spin_polls: usize,
+    pub v: u8,
+}
+
+/// Starts and stops instances' NICs on this machine (a namespace, an
+/// `ackemu-vnic` process that is the instance's init, per-instance files
+/// in `<run_dir>/<instance-id>/`). The local backend uses it directly;
+/// in docker-compose each ECS container's host agent does
+/// ([`super::compose`]).
+#[derive(Clone)]
+pub struct NicHost {
+    pub run_dir: PathBuf,
+    pub vnic_binary: PathBuf,
+    tasks: ackemu_base::tasks::Tasks,
+    /// Real time for waiting on processes.
+    real: Clock,
+}
+
+impl NicHost {
+    pub fn new(
+        run_dir: PathBuf,
+        vnic_binary: PathBuf,
+        tasks: ackemu_base::tasks::Tasks,
+    ) -> NicHost {
+        NicHost {
+            run_dir,
+            vnic_binary,
+            tasks,
+            real: Clock::real(),
         }
     }
 
-    pub fn netns_name(&self, instance_id: &str) -> String {
-        format!("{}{instance_id}", self.inner.cfg.netns_prefix)
-    }
-
     fn dir(&self, id: &str) -> PathBuf {
-        self.inner.cfg.run_dir.join(id)
+        self.run_dir.join(id)
     }
 
     fn record(&self, id: &str) -> Option<NicRecord> {
@@ -99,78 +176,80 @@ impl LocalBackend {
             .and_then(|t| serde_json::from_str(&t).ok())
     }
 
+    /// The fabric address `id`'s NIC was started with.
+    pub fn recorded_fabric(&self, id: &str) -> Option<String> {
+        self.record(id).map(|r| r.fabric)
+    }
+
     /// The pid of `id`'s NIC if it runs.
     pub fn nic_pid(&self, id: &str) -> Option<i32> {
         let r = self.record(id)?;
         (netns::alive(r.pid) && netns::cmdline(r.pid).contains(id)).then_some(r.pid)
     }
 
-    async fn boot_inner(&self, spec: &InstanceSpec) -> Result<()> {
-        let id = &spec.instance_id;
-        let cfg = &self.inner.cfg;
-        let ns = self.netns_name(id);
-        let dir = self.dir(id);
-        self.teardown(id, false).await?;
+    /// Creates the namespace `l.netns` (stopping whatever ran there
+    /// before).
+    pub async fn prepare(&self, l: &NicLaunch, grace: Duration) -> Result<()> {
+        self.teardown(&l.instance_id, &l.netns, grace, false)
+            .await?;
+        let dir = self.dir(&l.instance_id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| DataplaneError::new(format!("creating {}", dir.display()), e))?;
-        netns::add(&ns).await?;
-        let fabric = &self.inner.fabric;
-        fabric.expect(id);
-        let token = wire::token(&self.inner.cloud.snapshot().signing_key, id);
+        netns::add(&l.netns).await
+    }
+
+    /// Starts the NIC in the namespace [`NicHost::prepare`] made and waits
+    /// until it reports ready (its TUN is up; the UserData starts). On
+    /// failure the instance is torn down again.
+    pub async fn start(&self, l: &NicLaunch, grace: Duration) -> Result<()> {
+        let id = &l.instance_id;
+        let dir = self.dir(id);
         let log = std::fs::File::create(dir.join("vnic.log"))
             .map_err(|e| DataplaneError::new("creating vnic.log", e))?;
-        let mut cmd = tokio::process::Command::new(&cfg.vnic_binary);
+        let mut cmd = tokio::process::Command::new(&self.vnic_binary);
         cmd.arg("--netns")
-            .arg(&ns)
+            .arg(&l.netns)
             .args(["--instance-id", id])
             .arg("--fabric")
-            .arg(fabric.addr().to_string())
+            .arg(l.fabric.to_string())
             .arg("--address")
-            .arg(format!("{}/{}", spec.private_ip, spec.prefix_len))
+            .arg(&l.address)
             .arg("--gateway")
-            .arg(spec.gateway.to_string())
+            .arg(l.gateway.to_string())
             .arg("--mtu")
-            .arg(cfg.mtu.to_string())
+            .arg(l.mtu.to_string())
             .arg("--stop-grace-ms")
-            .arg(
-                self.inner
-                    .cloud
-                    .clock()
-                    .to_real(cfg.stop_grace)
-                    .as_millis()
-                    .to_string(),
-            )
+            .arg(l.stop_grace_ms.to_string())
             .arg("--socket-buffer-bytes")
-            .arg(cfg.socket_buffer_bytes.to_string())
+            .arg(l.socket_buffer_bytes.to_string())
             .arg("--spin-polls")
-            .arg(cfg.spin_polls.to_string())
+            .arg(l.spin_polls.to_string())
             .arg("--v")
-            .arg(cfg.v.to_string())
-            .arg("--env")
-            .arg(format!("ACKEMU_PRIVATE_IP={}", spec.private_ip))
-            .arg("--env")
-            .arg(format!("ACKEMU_HOSTNAME={}", spec.host_name));
-        if !spec.user_data.is_empty() {
+            .arg(l.v.to_string());
+        for e in &l.env {
+            cmd.arg("--env").arg(e);
+        }
+        if !l.user_data.is_empty() {
             let ud = dir.join("user-data");
-            std::fs::write(&ud, &spec.user_data)
+            std::fs::write(&ud, &l.user_data)
                 .map_err(|e| DataplaneError::new(format!("writing {}", ud.display()), e))?;
             cmd.arg("--user-data")
                 .arg(&ud)
                 .arg("--user-data-log")
                 .arg(dir.join("user-data.log"));
         }
-        cmd.env(TOKEN_ENV, token)
+        cmd.env(TOKEN_ENV, &l.token)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(log)
             .process_group(0);
         let mut child = cmd.spawn().map_err(|e| {
-            DataplaneError::new(format!("starting {}", cfg.vnic_binary.display()), e)
+            DataplaneError::new(format!("starting {}", self.vnic_binary.display()), e)
         })?;
         let pid = child.id().unwrap_or(0) as i32;
         let rec = NicRecord {
             pid,
-            fabric: fabric.addr().to_string(),
+            fabric: l.fabric.to_string(),
         };
         std::fs::write(
             dir.join("vnic.json"),
@@ -178,10 +257,9 @@ impl LocalBackend {
         )
         .map_err(|e| DataplaneError::new("writing vnic.json", e))?;
         let stdout = child.stdout.take();
-        let tasks = self.inner.cloud.tasks().clone();
         let wid = id.clone();
-        let token = tasks.token();
-        tasks.spawn(format!("vnic/{id}/wait"), async move {
+        let token = self.tasks.token();
+        self.tasks.spawn(format!("vnic/{id}/wait"), async move {
             tokio::select! {
                 r = child.wait() => match r {
                     Ok(st) => tracing::info!("vnic of {wid} exited: {st}"),
@@ -193,7 +271,6 @@ impl LocalBackend {
             }
         });
         let ready = self
-            .inner
             .real
             .timeout(Duration::from_secs(20), async move {
                 let mut lines = tokio::io::BufReader::new(stdout?).lines();
@@ -203,41 +280,29 @@ impl LocalBackend {
         if ready.ok().flatten().as_deref() != Some("ready") {
             let tail = std::fs::read_to_string(dir.join("vnic.log")).unwrap_or_default();
             let tail: String = tail.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
-            self.teardown(id, false).await?;
+            self.teardown(id, &l.netns, grace, false).await?;
             return Err(DataplaneError::new(
                 format!("starting the nic of {id}"),
                 format!("it did not report ready; its log ends: {tail}"),
             ));
         }
-        self.wait_attached(id, Duration::from_secs(10)).await
-    }
-
-    async fn wait_attached(&self, id: &str, within: Duration) -> Result<()> {
-        let real = &self.inner.real;
-        let deadline = real.now() + within;
-        while self.inner.fabric.attachment(id).is_none() {
-            if real.now() >= deadline {
-                return Err(DataplaneError::new(
-                    format!("attaching the nic of {id}"),
-                    "no hello reached the fabric",
-                ));
-            }
-            real.sleep(Duration::from_millis(10)).await;
-        }
         Ok(())
     }
 
-    /// Stops everything of `id` and deletes its namespace; with
-    /// `remove_files` also its run directory.
-    pub async fn teardown(&self, id: &str, remove_files: bool) -> Result<()> {
-        let ns = self.netns_name(id);
-        self.inner.fabric.detach(id);
-        let real = &self.inner.real;
+    /// Stops `id`'s NIC (TERM, `grace`, KILL: it stops the instance's
+    /// processes), kills strays left in `ns` and deletes it; with
+    /// `remove_files` also the run directory.
+    pub async fn teardown(
+        &self,
+        id: &str,
+        ns: &str,
+        grace: Duration,
+        remove_files: bool,
+    ) -> Result<()> {
+        let real = &self.real;
         if let Some(pid) = self.nic_pid(id) {
             netns::signal(pid, Signal::SIGTERM);
-            let grace = self.inner.cloud.clock().to_real(self.inner.cfg.stop_grace)
-                + Duration::from_secs(2);
-            let deadline = real.now() + grace;
+            let deadline = real.now() + grace + Duration::from_secs(2);
             while netns::alive(pid) && real.now() < deadline {
                 real.sleep(Duration::from_millis(10)).await;
             }
@@ -247,7 +312,7 @@ impl LocalBackend {
         }
         // Strays: anything still inside the namespace.
         for _ in 0..250 {
-            let left = netns::pids_in(&ns);
+            let left = netns::pids_in(ns);
             if left.is_empty() {
                 break;
             }
@@ -256,13 +321,89 @@ impl LocalBackend {
             }
             real.sleep(Duration::from_millis(20)).await;
         }
-        netns::del(&ns).await?;
+        netns::del(ns).await?;
         let dir = self.dir(id);
         let _ = std::fs::remove_file(dir.join("vnic.json"));
         if remove_files {
             let _ = std::fs::remove_dir_all(&dir);
         }
         Ok(())
+    }
+}
+
+impl LocalBackend {
+    pub fn new(cfg: LocalConfig, fabric: Fabric, cloud: Cloud) -> LocalBackend {
+        let host = NicHost::new(
+            cfg.run_dir.clone(),
+            cfg.vnic_binary.clone(),
+            cloud.tasks().clone(),
+        );
+        LocalBackend {
+            inner: Arc::new(Inner {
+                cfg,
+                fabric,
+                cloud,
+                host,
+                real: Clock::real(),
+            }),
+        }
+    }
+
+    pub fn netns_name(&self, instance_id: &str) -> String {
+        format!("{}{instance_id}", self.inner.cfg.netns_prefix)
+    }
+
+    /// The pid of `id`'s NIC if it runs.
+    pub fn nic_pid(&self, id: &str) -> Option<i32> {
+        self.inner.host.nic_pid(id)
+    }
+
+    fn grace(&self) -> Duration {
+        self.inner.cloud.clock().to_real(self.inner.cfg.stop_grace)
+    }
+
+    fn knobs(&self) -> NicKnobs {
+        let cfg = &self.inner.cfg;
+        NicKnobs {
+            mtu: cfg.mtu,
+            stop_grace_ms: self.grace().as_millis() as u64,
+            socket_buffer_bytes: cfg.socket_buffer_bytes,
+            spin_polls: cfg.spin_polls,
+            v: cfg.v,
+        }
+    }
+
+    async fn boot_inner(&self, spec: &InstanceSpec) -> Result<()> {
+        let id = &spec.instance_id;
+        let fabric = &self.inner.fabric;
+        fabric.detach(id);
+        let token = wire::token(&self.inner.cloud.snapshot().signing_key, id);
+        let launch = NicLaunch::for_spec(
+            spec,
+            self.netns_name(id),
+            fabric.addr(),
+            token,
+            &self.knobs(),
+        );
+        let host = &self.inner.host;
+        host.prepare(&launch, self.grace()).await?;
+        fabric.expect(id);
+        host.start(&launch, self.grace()).await?;
+        self.wait_attached(id, Duration::from_secs(10)).await
+    }
+
+    async fn wait_attached(&self, id: &str, within: Duration) -> Result<()> {
+        wait_attached(&self.inner.fabric, &self.inner.real, id, within).await
+    }
+
+    /// Stops everything of `id` and deletes its namespace; with
+    /// `remove_files` also its run directory.
+    pub async fn teardown(&self, id: &str, remove_files: bool) -> Result<()> {
+        self.inner.fabric.detach(id);
+        self.inner
+            .host
+            .teardown(id, &self.netns_name(id), self.grace(), remove_files)
+            .await
     }
 
     /// After a cloudsim restart: keeps a running instance whose NIC is
@@ -271,8 +412,10 @@ impl LocalBackend {
     pub async fn resume(&self, spec: &InstanceSpec) -> Result<()> {
         let id = &spec.instance_id;
         let same_fabric = self
-            .record(id)
-            .is_some_and(|r| r.fabric == self.inner.fabric.addr().to_string());
+            .inner
+            .host
+            .recorded_fabric(id)
+            .is_some_and(|f| f == self.inner.fabric.addr().to_string());
         if netns::exists(&self.netns_name(id)) && self.nic_pid(id).is_some() && same_fabric {
             self.inner.fabric.expect(id);
             if self.wait_attached(id, Duration::from_secs(5)).await.is_ok() {
@@ -303,6 +446,26 @@ impl LocalBackend {
         });
         futures::future::join_all(jobs).await;
     }
+}
+
+/// Waits (real time) until `id`'s NIC said hello to the fabric.
+pub async fn wait_attached(
+    fabric: &Fabric,
+    real: &Clock,
+    id: &str,
+    within: Duration,
+) -> Result<()> {
+    let deadline = real.now() + within;
+    while fabric.attachment(id).is_none() {
+        if real.now() >= deadline {
+            return Err(DataplaneError::new(
+                format!("attaching the nic of {id}"),
+                "no hello reached the fabric",
+            ));
+        }
+        real.sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 impl HypervisorBackend for LocalBackend {

@@ -13,9 +13,11 @@
 //!
 //! Nothing emulated is ever routed in the host's namespace: instance and
 //! cloud addresses exist only inside namespaces created here; the underlay
-//! is 127.0.0.1.
+//! is 127.0.0.1 (`--hypervisor compose`: the compose network between
+//! containers, [`compose`]).
 
 pub mod batch;
+pub mod compose;
 pub mod decide;
 pub mod fabric;
 pub mod forward;
@@ -36,6 +38,7 @@ use std::time::Duration;
 
 use ackemu_base::tasks::Tasks;
 
+use self::compose::{ComposeBackend, ComposeConfig};
 use self::fabric::{Fabric, FabricConfig};
 use self::local::{LocalBackend, LocalConfig};
 use self::netns::{DataplaneError, Result};
@@ -58,13 +61,43 @@ pub struct DataPlaneConfig {
     /// sleep (fewer wakeups per hop, a little CPU).
     pub spin_polls: usize,
     pub v: u8,
+    /// `Some`: instances run in docker-compose's ECS containers instead of
+    /// namespaces on this machine.
+    pub compose: Option<ComposeConfig>,
+}
+
+/// Where instances run.
+#[derive(Clone)]
+pub enum InstanceBackend {
+    /// Namespaces on this machine.
+    Local(LocalBackend),
+    /// docker-compose's ECS containers.
+    Compose(ComposeBackend),
+}
+
+impl InstanceBackend {
+    /// As the lifecycle drives it.
+    pub fn hypervisor(&self) -> std::sync::Arc<dyn crate::hypervisor::HypervisorBackend> {
+        match self {
+            InstanceBackend::Local(b) => std::sync::Arc::new(b.clone()),
+            InstanceBackend::Compose(b) => std::sync::Arc::new(b.clone()),
+        }
+    }
+
+    /// Powers off every instance (`ids` and any the backend knows of).
+    pub async fn power_off_all(&self, ids: Vec<String>) {
+        match self {
+            InstanceBackend::Local(b) => b.power_off_all(ids).await,
+            InstanceBackend::Compose(b) => b.power_off_all().await,
+        }
+    }
 }
 
 /// The running data plane.
 pub struct DataPlane {
     pub fabric: Fabric,
     pub services: CloudServices,
-    pub backend: LocalBackend,
+    pub backend: InstanceBackend,
 }
 
 /// Whether this process can build the data plane (root, `/dev/net/tun`,
@@ -93,7 +126,7 @@ impl DataPlane {
     /// data plane, and builds the local backend.
     pub async fn start(cloud: &Cloud, tasks: &Tasks, cfg: DataPlaneConfig) -> Result<DataPlane> {
         preflight().map_err(|m| DataplaneError::new("starting the data plane", m))?;
-        if !cfg.vnic_binary.exists() {
+        if cfg.compose.is_none() && !cfg.vnic_binary.exists() {
             return Err(DataplaneError::new(
                 "starting the data plane",
                 format!(
@@ -121,20 +154,26 @@ impl DataPlane {
         )
         .await?;
         cloud.set_fabric(fabric.clone());
-        let backend = LocalBackend::new(
-            LocalConfig {
-                netns_prefix: cfg.netns_prefix.clone(),
-                run_dir: cfg.run_dir.clone(),
-                vnic_binary: cfg.vnic_binary.clone(),
-                mtu: cfg.mtu,
-                stop_grace: cfg.stop_grace,
-                socket_buffer_bytes: cfg.socket_buffer_bytes,
-                spin_polls: cfg.spin_polls,
-                v: cfg.v,
-            },
-            fabric.clone(),
-            cloud.clone(),
-        );
+        let backend = match cfg.compose.clone() {
+            None => InstanceBackend::Local(LocalBackend::new(
+                LocalConfig {
+                    netns_prefix: cfg.netns_prefix.clone(),
+                    run_dir: cfg.run_dir.clone(),
+                    vnic_binary: cfg.vnic_binary.clone(),
+                    mtu: cfg.mtu,
+                    stop_grace: cfg.stop_grace,
+                    socket_buffer_bytes: cfg.socket_buffer_bytes,
+                    spin_polls: cfg.spin_polls,
+                    v: cfg.v,
+                },
+                fabric.clone(),
+                cloud.clone(),
+            )),
+            Some(c) => InstanceBackend::Compose(
+                ComposeBackend::new(c, fabric.clone(), cloud.clone())
+                    .map_err(|e| DataplaneError::new("the compose hypervisor", e))?,
+            ),
+        };
         let (c, s, t) = (cloud.clone(), services.clone(), tasks.clone());
         tasks.spawn("slb/dataplane", slb::run(c, s, t));
         Ok(DataPlane {

@@ -111,7 +111,14 @@ pub fn setup(args: &VnicArgs) -> Result<Nic> {
     let token = std::env::var(TOKEN_ENV).map_err(|_| {
         DataplaneError::new("reading the hello token", format!("{TOKEN_ENV} is not set"))
     })?;
-    let udp = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+    // The underlay is loopback on one machine; in docker-compose it is
+    // the compose network (the fabric is another container).
+    let local = if args.fabric.ip().is_loopback() {
+        Ipv4Addr::LOCALHOST
+    } else {
+        Ipv4Addr::UNSPECIFIED
+    };
+    let udp = std::net::UdpSocket::bind((local, 0))
         .map_err(|e| DataplaneError::new("binding the underlay socket", e))?;
     udp.connect(SocketAddr::V4(args.fabric))
         .map_err(|e| DataplaneError::new(format!("connecting to the fabric {}", args.fabric), e))?;

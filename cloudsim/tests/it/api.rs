@@ -666,6 +666,8 @@ async fn bad_input_is_refused_whole_and_state_survives_restart() {
         profile_file: Some(cs.profile_file.clone()),
         profile: None,
         endpoint: None,
+        time_scale: None,
+        cluster_epoch_ms: None,
         product: product.into(),
         action: action.into(),
         params: rest.iter().map(|s| s.to_string()).collect(),
