@@ -133,6 +133,53 @@ fn ready(n: &Node) -> bool {
     crate::nodelifecycle::node_condition(n, "Ready").is_some_and(|c| c.status == "True")
 }
 
+/// How long a registered node may stay not Ready and still count as
+/// starting (cluster-autoscaler's `MaxNodeStartupTime`).
+pub const MAX_NODE_STARTUP_TIME: Duration = Duration::from_secs(15 * 60);
+
+/// A registered node's readiness as cluster-autoscaler's cluster state
+/// counts it (`updateReadinessStats`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Not Ready yet, registered less than [`MAX_NODE_STARTUP_TIME`] ago:
+    /// still booting, so it is one of the group's upcoming nodes.
+    NotStarted,
+    Unready,
+}
+
+pub fn readiness(n: &Node, now: Now) -> Readiness {
+    if ready(n) {
+        return Readiness::Ready;
+    }
+    let created = n.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    match created {
+        Some(t) if crate::util::time::since(now.wall, t) < MAX_NODE_STARTUP_TIME => {
+            Readiness::NotStarted
+        }
+        _ => Readiness::Unready,
+    }
+}
+
+/// Nodes the group will have that cannot hold pods yet: its target minus
+/// the registered nodes that are Ready or long Unready
+/// (`GetUpcomingNodes`). Instances that are still booting — not
+/// registered, or registered and not Ready yet — are upcoming, so pods
+/// waiting for them do not raise the group again.
+pub fn upcoming(g: &NodeGroup, nodes: &[&Node], now: Now) -> usize {
+    let counted = g
+        .nodes
+        .keys()
+        .filter(|name| {
+            nodes
+                .iter()
+                .find(|n| meta::name(&n.metadata) == name.as_str())
+                .is_none_or(|n| readiness(n, now) != Readiness::NotStarted)
+        })
+        .count();
+    g.target.saturating_sub(counted)
+}
+
 fn unschedulable(p: &Pod) -> bool {
     podutil::node_name(p).is_empty()
         && p.metadata.deletion_timestamp.is_none()
@@ -312,7 +359,7 @@ impl Autoscaler {
             })
             .collect();
         for g in groups {
-            for i in g.nodes.len()..g.target {
+            for i in 0..upcoming(g, nodes, now) {
                 sim.push((
                     node_with_name(&g.template, &format!("upcoming-{}-{i}", g.id)),
                     NodeUsage::default(),
@@ -582,12 +629,22 @@ pub fn render_status(
     report: &PassReport,
     now: Now,
 ) -> String {
-    let ready_n = nodes.iter().filter(|n| ready(n)).count();
+    let count = |names: &mut dyn Iterator<Item = &Node>| {
+        let (mut r, mut ns, mut u) = (0, 0, 0);
+        for n in names {
+            match readiness(n, now) {
+                Readiness::Ready => r += 1,
+                Readiness::NotStarted => ns += 1,
+                Readiness::Unready => u += 1,
+            }
+        }
+        (r, ns, u)
+    };
+    let (ready_n, not_started, unready) = count(&mut nodes.iter().copied());
     let total = nodes.len();
     let mut s = format!("Cluster-autoscaler status at {}:\n", now.wall);
     s += &format!(
-        "Cluster-wide:\n  Health:      Healthy (ready={ready_n} unready={} notStarted=0 longNotStarted=0 registered={total} longUnregistered=0)\n",
-        total - ready_n
+        "Cluster-wide:\n  Health:      Healthy (ready={ready_n} unready={unready} notStarted={not_started} longNotStarted=0 registered={total} longUnregistered=0)\n"
     );
     match &report.scale_up {
         Some((g, from, to)) => {
@@ -607,19 +664,15 @@ pub fn render_status(
     }
     s += "\nNodeGroups:\n";
     for g in groups {
-        let gready = g
-            .nodes
-            .keys()
-            .filter(|n| {
-                nodes
-                    .iter()
-                    .any(|x| meta::name(&x.metadata) == n.as_str() && ready(x))
-            })
-            .count();
+        let (gready, gnot_started, gunready) = count(
+            &mut nodes
+                .iter()
+                .copied()
+                .filter(|x| g.nodes.contains_key(meta::name(&x.metadata))),
+        );
         s += &format!("  Name:        {}\n", g.id);
         s += &format!(
-            "  Health:      Healthy (ready={gready} unready={} notStarted=0 longNotStarted=0 registered={} longUnregistered=0 cloudProviderTarget={} (minSize={}, maxSize={}))\n",
-            g.nodes.len() - gready,
+            "  Health:      Healthy (ready={gready} unready={gunready} notStarted={gnot_started} longNotStarted=0 registered={} longUnregistered=0 cloudProviderTarget={} (minSize={}, maxSize={}))\n",
             g.nodes.len(),
             g.target,
             g.min,

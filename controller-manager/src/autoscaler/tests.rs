@@ -98,6 +98,53 @@ fn s09_scale_up_by_reservation() {
     assert!(out.is_empty(), "{out:?}");
 }
 
+/// Regression: an instance that registered its Node but is not Ready yet
+/// was neither a usable node nor an upcoming one, so every pass while it
+/// booted raised the group again.
+#[test]
+fn booting_instances_are_upcoming_nodes() {
+    let mut booting = node("n3", "2", "8Gi");
+    booting.status.as_mut().unwrap().conditions =
+        Some(vec![ackemu_kube::api::core::v1::NodeCondition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: Some("KubeletNotReady".into()),
+            ..Default::default()
+        }]);
+    let nodes = [node("n1", "2", "8Gi"), node("n2", "2", "8Gi"), booting];
+    let ns: Vec<&Node> = nodes.iter().collect();
+    let busy = [running("b1", "n1", "1500m"), running("b2", "n2", "1500m")];
+    let want = pending("p1", "1");
+    let pods: Vec<&Pod> = busy.iter().chain([&want]).collect();
+    // Asked for 3, all 3 registered, n3 not Ready 60s after it registered.
+    let g = group(3, 5, &["n1", "n2", "n3"]);
+    let now = Now::at_secs(60);
+    assert_eq!(readiness(&nodes[2], now), Readiness::NotStarted);
+    assert_eq!(upcoming(&g, &ns, now), 1);
+    let mut a = Autoscaler::new(AutoscalerConfig::default());
+    let (out, report) = a.run_once(&ns, &pods, std::slice::from_ref(&g), now);
+    assert!(out.is_empty(), "the booting node will take p1: {out:?}");
+    assert_eq!(report.unschedulable, 0);
+    let status = render_status(&ns, std::slice::from_ref(&g), &report, now);
+    assert!(
+        status.contains("ready=2 unready=0 notStarted=1"),
+        "{status}"
+    );
+
+    // Not Ready for longer than the startup time: no longer upcoming.
+    let late = Now::at_secs(60).plus(MAX_NODE_STARTUP_TIME);
+    assert_eq!(readiness(&nodes[2], late), Readiness::Unready);
+    let (out, _) = a.run_once(&ns, &pods, std::slice::from_ref(&g), late);
+    assert_eq!(
+        out[0],
+        ScaleAction::IncreaseSize {
+            group: "asg-1".into(),
+            from: 3,
+            to: 4
+        }
+    );
+}
+
 #[test]
 fn pods_that_cannot_be_helped() {
     let nodes = [node("n1", "2", "8Gi")];

@@ -458,6 +458,7 @@ async fn pass(
                     .find(|g| g.id == group)
                     .map(|g| g.max)
                     .unwrap_or(to);
+                tracing::info!("Estimated {} nodes needed in {group}", to - from);
                 tracing::info!("Final scale-up plan: [{{{group} {from}->{to} (max: {max})}}]");
                 tracing::info!("Scale-up: setting group {group} size to {to}");
                 let to_s = to.to_string();
@@ -486,10 +487,14 @@ async fn pass(
                     .iter()
                     .map(|p| format!("{}/{}", p.namespace, p.name))
                     .collect();
-                tracing::info!(
-                    "Scale-down: removing node {node}, utilization: {u:.2}, pods to reschedule: {}",
-                    names.join(",")
-                );
+                if names.is_empty() {
+                    tracing::info!("Scale-down: removing empty node {node}");
+                } else {
+                    tracing::info!(
+                        "Scale-down: removing node {node}, utilization: {u:.2}, pods to reschedule: {}",
+                        names.join(",")
+                    );
+                }
                 if let Err(e) = scale_down(ctx, c, &group, &node, &instance_id, &evict).await {
                     tracing::error!("Failed to scale down: {e}");
                     first_err.get_or_insert(e);
@@ -501,9 +506,8 @@ async fn pass(
         if let Some(since) = core.lock().unneeded_since(n) {
             ackemu_base::v!(
                 2,
-                "{n} is unneeded since {:?} (utilization {:.2})",
-                since,
-                report.utilization.get(n).copied().unwrap_or(0.0)
+                "{n} was unneeded for {}",
+                ackemu_base::tasks::fmt_dur(now.mono.saturating_duration_since(since))
             );
         }
     }
