@@ -30,6 +30,7 @@ pub async fn run_on(s: &Scenario, c: &impl cluster::Cluster) -> Run {
     let result = match s.id {
         scenarios::s04::ID => scenarios::s04::run(c, &mut r).await,
         scenarios::s05::ID => scenarios::s05::run(c, &mut r).await,
+        scenarios::s07::ID => scenarios::s07::run(c, &mut r).await,
         scenarios::s12::ID => scenarios::s12::run(c, &mut r).await,
         scenarios::s13::ID => scenarios::s13::run(c, &mut r).await,
         scenarios::s14::ID => scenarios::s14::run(c, &mut r).await,

@@ -30,6 +30,10 @@ pub const PROGRAMS: &[&str] = &[
     "sidecar",
     "citadel",
     "galley",
+    "mesh-pilot",
+    "mesh-sidecar",
+    "mesh-ca",
+    "mesh-webhook",
     "nslookup",
     "wget",
     "ping",
@@ -39,6 +43,8 @@ pub const PROGRAMS: &[&str] = &[
 
 /// Run `program` with `args`; what a container's entrypoint would do.
 pub async fn run(program: &str, args: &[String]) -> ExitCode {
+    // The registry's image names for the mesh (`mesh-ca`, …).
+    let program = mesh::image_program(program).unwrap_or(program);
     let result = match program {
         "pause" => toolbox::pause().await,
         "app" => app::main(args).await,

@@ -12,6 +12,7 @@
 pub mod addons;
 pub mod forward;
 pub mod kubeinit;
+pub mod mesh;
 pub mod process;
 pub mod provision;
 
@@ -56,6 +57,10 @@ pub struct UpArgs {
     /// How long to wait for each component to become ready (real time).
     #[arg(long, default_value = "120s", value_parser = ackemu_base::clock::parse_duration)]
     pub ready_timeout: Duration,
+    /// Also install the service mesh add-on (Istio 1.x's Pilot, Citadel,
+    /// Galley and sidecar injection in `istio-system`).
+    #[arg(long)]
+    pub mesh: bool,
 }
 
 /// One daemon of the cluster.
@@ -656,6 +661,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     addons::install(&kube)
         .await
         .context("installing the add-ons")?;
+    if args.mesh {
+        mesh::install(&kube, &clock)
+            .await
+            .context("installing the service mesh add-on")?;
+    }
 
     if st.nodes > 0 && cloud.scaling_group.is_none() {
         println!("creating the workers' scaling group ({} nodes)", st.nodes);

@@ -2,6 +2,7 @@
 
 pub mod s04;
 pub mod s05;
+pub mod s07;
 pub mod s12;
 pub mod s13;
 pub mod s14;
@@ -23,6 +24,13 @@ pub const ALL: &[Scenario] = &[
         nodes: 1,
         store_quota_bytes: 0,
         up_args: &[],
+    },
+    Scenario {
+        id: s07::ID,
+        title: s07::TITLE,
+        nodes: 2,
+        store_quota_bytes: 0,
+        up_args: s07::UP_ARGS,
     },
     Scenario {
         id: s12::ID,

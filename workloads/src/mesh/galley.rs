@@ -20,7 +20,7 @@ use base64::Engine as _;
 use clap::Parser;
 use serde_json::{Value, json};
 
-use super::{keys, validation, workload_secret_name};
+use super::{inject, keys, validation, workload_secret_name};
 use crate::https::{self, ServingCert};
 use crate::kube::istio_log;
 
@@ -53,6 +53,16 @@ pub struct Args {
     /// The ValidatingWebhookConfiguration to keep.
     #[arg(long, default_value = "istio-galley")]
     pub webhook_name: String,
+    /// The MutatingWebhookConfiguration of the sidecar injector this
+    /// process also serves at `/inject` (empty: no injection).
+    #[arg(long, default_value = "istio-sidecar-injector")]
+    pub injector_webhook_name: String,
+    /// The image of the injected `istio-proxy` container.
+    #[arg(long, default_value = "mesh-sidecar")]
+    pub sidecar_image: String,
+    /// Pilot's discovery address the injected proxies use.
+    #[arg(long, default_value = "istio-pilot.istio-system:15010")]
+    pub discovery_address: String,
     /// The service account whose Citadel secret holds the certificate.
     #[arg(long, default_value = "istio-galley-service-account")]
     pub service_account: String,
@@ -124,9 +134,35 @@ pub fn webhook_configuration(args: &Args, root_pem: &str) -> Value {
 }
 
 async fn register(client: &Client, args: &Args, root_pem: &str) -> anyhow::Result<()> {
-    let want = webhook_configuration(args, root_pem);
-    let base = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations";
-    let path = format!("{base}/{}", args.webhook_name);
+    keep(
+        client,
+        "validatingwebhookconfigurations",
+        &args.webhook_name,
+        webhook_configuration(args, root_pem),
+    )
+    .await?;
+    if !args.injector_webhook_name.is_empty() {
+        let want = inject::webhook_configuration(
+            &args.injector_webhook_name,
+            &args.webhook_service,
+            &args.deployment_namespace,
+            root_pem,
+        );
+        keep(
+            client,
+            "mutatingwebhookconfigurations",
+            &args.injector_webhook_name,
+            want,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Create the webhook configuration `name`, or bring its webhooks to `want`.
+async fn keep(client: &Client, resource: &str, name: &str, want: Value) -> anyhow::Result<()> {
+    let base = format!("/apis/admissionregistration.k8s.io/v1/{resource}");
+    let path = format!("{base}/{name}");
     match client.request("GET", &path, None).await {
         Ok(mut cur) => {
             if cur["webhooks"] != want["webhooks"] {
@@ -144,7 +180,7 @@ async fn register(client: &Client, args: &Args, root_pem: &str) -> anyhow::Resul
             client
                 .request(
                     "POST",
-                    base,
+                    &base,
                     Some(("application/json", want.to_string().into_bytes())),
                 )
                 .await?;
@@ -164,6 +200,22 @@ pub fn review(req: &Value) -> Value {
             "status": {"status": "Failure", "code": 400, "reason": "BadRequest", "message": format!("configuration is invalid: {why}")}}),
     };
     json!({"apiVersion": req["apiVersion"].as_str().unwrap_or("admission.k8s.io/v1"), "kind": "AdmissionReview", "response": response})
+}
+
+/// The injected proxy: the flags' image and Pilot address, and this
+/// process's cluster clock (`ACKEMU_TIME_SCALE`, `ACKEMU_CLUSTER_EPOCH_MS`)
+/// so the proxies keep the same time as the mesh.
+fn injector_template(args: &Args) -> inject::Template {
+    let env = ["ACKEMU_TIME_SCALE", "ACKEMU_CLUSTER_EPOCH_MS"]
+        .into_iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))
+        .collect();
+    inject::Template {
+        image: args.sidecar_image.clone(),
+        discovery_address: args.discovery_address.clone(),
+        env,
+        ..inject::Template::default()
+    }
 }
 
 /// `galley [flags]`.
@@ -192,6 +244,7 @@ pub async fn main(args: &[String]) -> anyhow::Result<ExitCode> {
             ),
         }
     };
+    let template = injector_template(&args);
     let app = Router::new()
         .route(
             "/admitpilot",
@@ -204,6 +257,13 @@ pub async fn main(args: &[String]) -> anyhow::Result<ExitCode> {
                     json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                         "response": {"uid": r["request"]["uid"], "allowed": true}}),
                 )
+            }),
+        )
+        .route(
+            "/inject",
+            post(move |Json(r): Json<Value>| {
+                let t = template.clone();
+                async move { Json(inject::review(&r, &t)) }
             }),
         )
         .route("/ready", get(|| async { "ok" }));

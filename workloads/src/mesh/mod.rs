@@ -2,15 +2,35 @@
 //! `pilot` (discovery on :15010), `sidecar` (pilot-agent + an envoy-like
 //! proxy with readiness on :15020), `citadel` (the self-signed mesh CA kept
 //! in secret `istio-ca-secret`) and `galley` (the `pilot.validation.istio.io`
-//! validating webhook on :443 `/admitpilot`). Logs use Istio's line format.
+//! validating webhook on :443 `/admitpilot`, and the sidecar injector's
+//! `sidecar-injector.istio.io` mutating webhook at `/inject`, see
+//! [`inject`]). Logs use Istio's line format.
+//!
+//! The registry's images name them `mesh-pilot`, `mesh-sidecar`, `mesh-ca`
+//! and `mesh-webhook` ([`image_program`]).
 
 pub mod citadel;
 pub mod galley;
+pub mod inject;
 pub mod pilot;
 pub mod sidecar;
 pub mod validation;
 
 use std::time::Duration;
+
+/// The registry's image names for the mesh programs (cloudsim's built-in
+/// `mesh-*` images) → the program each runs.
+pub const IMAGES: &[(&str, &str)] = &[
+    ("mesh-pilot", "pilot"),
+    ("mesh-sidecar", "sidecar"),
+    ("mesh-ca", "citadel"),
+    ("mesh-webhook", "galley"),
+];
+
+/// The program a mesh image name runs, if it is one.
+pub fn image_program(image: &str) -> Option<&'static str> {
+    IMAGES.iter().find(|(i, _)| *i == image).map(|(_, p)| *p)
+}
 
 /// Parse `8760h`, `90d`, `15s` (cluster time).
 pub fn duration(s: &str) -> Result<Duration, String> {
