@@ -142,15 +142,44 @@ impl WatchCache {
     }
 
     async fn run(&self, etcd: Etcd, clock: Clock) {
+        // Whether the cache holds a listing its watch can continue from.
+        let mut listed = false;
         loop {
-            if let Err(e) = self.list_and_watch(&etcd).await {
-                tracing::warn!("watch cache {}: {e}; re-listing", self.prefix);
+            if !listed {
+                match self.relist(&etcd).await {
+                    Ok(()) => listed = true,
+                    Err(e) => tracing::warn!("watch cache {}: listing: {e}", self.prefix),
+                }
+            }
+            if listed {
+                let from = self.inner.lock().rev + 1;
+                match self.watch_from(&etcd, from).await {
+                    // History from `from` is gone: only a fresh listing can
+                    // tell what the cache missed.
+                    Err(EtcdError::Compacted(at)) => {
+                        tracing::warn!(
+                            "watch cache {}: revision {from} compacted (at {at}); re-listing",
+                            self.prefix
+                        );
+                        listed = false;
+                    }
+                    // A store member went away or the stream broke: watch
+                    // again from the next revision through any member, so
+                    // watchers see no gap (etcd clients do the same).
+                    Err(e) => tracing::warn!(
+                        "watch cache {}: {e}; resuming the watch from revision {from}",
+                        self.prefix
+                    ),
+                    Ok(()) => {}
+                }
             }
             clock.sleep(clock.to_cluster(self.cfg.retry_backoff)).await;
         }
     }
 
-    async fn list_and_watch(&self, etcd: &Etcd) -> Result<(), EtcdError> {
+    /// Lists every object under the prefix and makes that the cache's
+    /// state, closing the watchers (they cannot be told what changed).
+    async fn relist(&self, etcd: &Etcd) -> Result<(), EtcdError> {
         let end = range_end(self.prefix.as_bytes());
         let mut start = self.prefix.as_bytes().to_vec();
         let mut objects = BTreeMap::new();
@@ -171,9 +200,6 @@ impl WatchCache {
                 _ => break,
             }
         }
-        let handle = etcd.watch_prefix(&self.prefix, rev + 1).await?;
-        *self.progress_req.lock() = Some(handle.progress_requester());
-        let mut rx = handle.rx;
         {
             let mut inner = self.inner.lock();
             inner.objects = objects;
@@ -186,6 +212,15 @@ impl WatchCache {
             inner.ready = true;
         }
         self.progress.send_replace(rev);
+        Ok(())
+    }
+
+    /// Applies the store's events from revision `from` on until the watch
+    /// fails.
+    async fn watch_from(&self, etcd: &Etcd, from: i64) -> Result<(), EtcdError> {
+        let handle = etcd.watch_prefix(&self.prefix, from).await?;
+        *self.progress_req.lock() = Some(handle.progress_requester());
+        let mut rx = handle.rx;
         while let Some(batch) = rx.recv().await {
             let batch = batch?;
             let mut inner = self.inner.lock();

@@ -115,6 +115,18 @@ pub struct Etcd {
 }
 
 /// The smallest key after every key with `prefix`.
+/// A watch request that the store ends when its member loses the leader
+/// (etcd's `hasleader` metadata, clientv3.WithRequireLeader), so the watch
+/// moves to a member that still sees new writes.
+fn require_leader<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(
+        "hasleader",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    r
+}
+
 pub fn range_end(prefix: &[u8]) -> Vec<u8> {
     ackemu_kube::keys::prefix_range_end(prefix)
 }
@@ -136,6 +148,11 @@ impl Etcd {
             let ep = Endpoint::from_shared(url.clone())
                 .map_err(|err| EtcdError::Failed(format!("invalid store endpoint {url:?}: {err}")))?
                 .connect_timeout(timeout)
+                // A member that stops answering (stopped, partitioned away)
+                // must fail its streams so watches move to another member.
+                .http2_keep_alive_interval(timeout)
+                .keep_alive_timeout(timeout)
+                .keep_alive_while_idle(true)
                 .tcp_nodelay(true);
             eps.push(ep);
         }
@@ -352,7 +369,7 @@ impl Etcd {
         let mut stream = self
             .watch
             .clone()
-            .watch(ReceiverStream::new(req_rx))
+            .watch(require_leader(ReceiverStream::new(req_rx)))
             .await?
             .into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -393,6 +410,11 @@ impl Etcd {
                         ))))
                         .await;
                     return;
+                }
+                if msg.created && msg.events.is_empty() {
+                    // The creation answer's header names the member's current
+                    // revision, not a point the events have reached.
+                    continue;
                 }
                 let revision = msg.header.map(|h| h.revision).unwrap_or(0);
                 let events = msg

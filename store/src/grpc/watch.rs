@@ -29,6 +29,10 @@ const CATCHUP_REVISIONS: usize = 256;
 /// Responses queued per stream.
 const STREAM_QUEUE: usize = 64;
 
+/// Election timeouts without a leader after which streams that asked for
+/// one (`hasleader` metadata) are ended, as etcd's leader monitor does.
+const MAX_NO_LEADER_ELECTIONS: u32 = 3;
+
 struct Watcher {
     key: Vec<u8>,
     end: Vec<u8>,
@@ -57,6 +61,9 @@ struct Session {
     out: mpsc::Sender<Result<WatchResponse, Status>>,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
+    /// End the stream when this member has had no leader for
+    /// [`MAX_NO_LEADER_ELECTIONS`] election timeouts.
+    require_leader: bool,
 }
 
 enum Flow {
@@ -291,9 +298,28 @@ impl Session {
             .shared
             .clock
             .interval(self.shared.cfg.watch_progress_interval);
+        let mut leader_check = self.shared.clock.interval(self.shared.cfg.election);
+        let mut no_leader = 0u32;
         loop {
             let step = tokio::select! {
                 () = token.cancelled() => return,
+                _ = leader_check.tick(), if self.require_leader => {
+                    if self.shared.raft.borrow().leader == 0 {
+                        no_leader += 1;
+                    } else {
+                        no_leader = 0;
+                    }
+                    if no_leader >= MAX_NO_LEADER_ELECTIONS {
+                        // The client wants a watch that sees new writes; a
+                        // member cut off from its leader cannot give it one.
+                        let _ = self
+                            .out
+                            .send(Err(Status::unavailable("etcdserver: no leader")))
+                            .await;
+                        return;
+                    }
+                    Ok(Flow::Continue)
+                }
                 () = self.out.closed() => return,
                 req = inbound.message() => match req {
                     Ok(Some(req)) => self.on_request(req).await,
@@ -329,6 +355,12 @@ impl Watch for Api {
         &self,
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // clientv3.WithRequireLeader, which kube-apiserver uses for watches.
+        let require_leader = req
+            .metadata()
+            .get("hasleader")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == "true");
         let inbound = req.into_inner();
         // Subscribe before anything is read so no revision falls in between.
         let revisions = self.shared.watch_tx.subscribe();
@@ -338,6 +370,7 @@ impl Watch for Api {
             out: tx,
             watchers: BTreeMap::new(),
             next_id: 0,
+            require_leader,
         };
         self.shared
             .tasks

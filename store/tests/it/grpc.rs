@@ -140,3 +140,64 @@ async fn watch_progress_cancel_and_malformed_requests() -> Result<()> {
     assert!(r.canceled && r.watch_id == 7, "{r:?}");
     Ok(())
 }
+
+/// A watch opened with etcd's `hasleader` metadata (clientv3's
+/// WithRequireLeader, which kube-apiserver uses) ends with `etcdserver: no
+/// leader` once its member has been without a leader for a few election
+/// timeouts; a plain watch on the same member stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_leader_watch_ends_when_the_member_loses_its_leader() -> Result<()> {
+    let mut c = Cluster::start(3, &[])?;
+    c.wait_healthy()?;
+    let clock = Clock::real();
+    let url = format!("http://{}", c.members[0].endpoint());
+    let mut watch = WatchClient::connect(url).await?;
+    let create = || WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CreateRequest(
+            WatchCreateRequest {
+                key: b"/rl/".to_vec(),
+                range_end: b"/rl0".to_vec(),
+                ..Default::default()
+            },
+        )),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(create()).await?;
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut().insert(
+        "hasleader",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    let mut led = watch.watch(req).await?.into_inner();
+    assert!(next(&clock, &mut led, "created").await?.created);
+    let (ptx, prx) = tokio::sync::mpsc::channel(8);
+    ptx.send(create()).await?;
+    let mut plain = watch
+        .watch(tokio_stream::wrappers::ReceiverStream::new(prx))
+        .await?
+        .into_inner();
+    assert!(next(&clock, &mut plain, "created").await?.created);
+
+    // Member 0 alone cannot have a leader.
+    c.members[1].kill();
+    c.members[2].kill();
+    let end = clock
+        .timeout(Duration::from_secs(30), led.message())
+        .await
+        .context("the require-leader watch should end")?;
+    let err = end.expect_err("the stream ends with an error");
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Unavailable, "etcdserver: no leader")
+    );
+    // The plain watch is still served: it answers a progress request.
+    ptx.send(WatchRequest {
+        request_union: Some(watch_request::RequestUnion::ProgressRequest(
+            WatchProgressRequest {},
+        )),
+    })
+    .await?;
+    let r = next(&clock, &mut plain, "progress on the plain watch").await?;
+    assert!(r.events.is_empty() && !r.canceled, "{r:?}");
+    Ok(())
+}

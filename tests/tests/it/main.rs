@@ -1,9 +1,7 @@
 //! The scenarios, end to end, each on a fresh local cluster built from
 //! this workspace's binaries (root: the cluster runs on the VPC data plane).
-//! S12 and S13 run through `ackemu-e2e` but are not gated here yet: S13
-//! shows that the API server ends client watches when the store member its
-//! own watch runs through is killed (it should resume on another member
-//! from the last revision), and S12's rescheduling is slow under load.
+//! S12 runs through `ackemu-e2e` but is not gated here yet: its
+//! rescheduling is slow under load.
 
 use std::path::PathBuf;
 
@@ -66,6 +64,11 @@ async fn s04_sg_pod_cidr_rule_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s05_sg_node_moved_out() {
     scenario("S05").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s13_store_leader_loss() {
+    scenario("S13").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
