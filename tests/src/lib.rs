@@ -28,9 +28,11 @@ pub async fn run_on(s: &Scenario, c: &impl cluster::Cluster) -> Run {
     let mut r = Run::new(s.id, s.title, c);
     println!("== {} {} ({})", s.id, s.title, c.backend());
     let result = match s.id {
+        scenarios::s03::ID => scenarios::s03::run(c, &mut r).await,
         scenarios::s04::ID => scenarios::s04::run(c, &mut r).await,
         scenarios::s05::ID => scenarios::s05::run(c, &mut r).await,
         scenarios::s07::ID => scenarios::s07::run(c, &mut r).await,
+        scenarios::s09::ID => scenarios::s09::run(c, &mut r).await,
         scenarios::s12::ID => scenarios::s12::run(c, &mut r).await,
         scenarios::s13::ID => scenarios::s13::run(c, &mut r).await,
         scenarios::s14::ID => scenarios::s14::run(c, &mut r).await,

@@ -271,6 +271,6 @@ async fn s09_scale_up_by_reservation_and_back_down() -> anyhow::Result<()> {
         text.contains(&format!("Scale-up: setting group {gid} size to 2")),
         "{text}"
     );
-    assert!(text.contains("Scale-down: removing node"), "{text}");
+    assert!(text.contains("Scale-down: removing empty node"), "{text}");
     Ok(())
 }

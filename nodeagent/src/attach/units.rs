@@ -100,6 +100,7 @@ pub fn render(l: &NodeLayout) -> Vec<(String, String)> {
         l.d("pods"),
         "--client-ca-file".into(),
         l.d("pki/ca.crt"),
+        "--authentication-token-webhook".into(),
     ];
     if let Some(ip) = &l.node_ip {
         kubelet.extend(["--node-ip".to_string(), ip.clone()]);

@@ -118,6 +118,19 @@ pub struct KubeletArgs {
     /// CA for client certificates of the kubelet API.
     #[arg(long)]
     client_ca_file: Option<PathBuf>,
+    /// Authenticate bearer tokens on the kubelet API with `TokenReview`s.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    authentication_token_webhook: bool,
+    /// How long `TokenReview` answers are kept (cluster time).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    authentication_token_webhook_cache_ttl: Duration,
+    /// How long allowed `SubjectAccessReview` answers are kept.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    authorization_webhook_cache_authorized_ttl: Duration,
+    /// How long denied `SubjectAccessReview` answers are kept.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    authorization_webhook_cache_unauthorized_ttl: Duration,
 }
 
 /// What [`run`] needs.
@@ -167,6 +180,10 @@ pub struct KubeletConfig {
     pub tls_private_key_file: Option<PathBuf>,
     /// Client CA.
     pub client_ca_file: Option<PathBuf>,
+    /// `--authentication-token-webhook`.
+    pub authentication_token_webhook: bool,
+    /// Review caches.
+    pub webhook_cache: crate::server::auth::WebhookCacheConfig,
 }
 
 fn detect_ip() -> String {
@@ -257,6 +274,13 @@ impl KubeletConfig {
             tls_cert_file: a.tls_cert_file.clone(),
             tls_private_key_file: a.tls_private_key_file.clone(),
             client_ca_file: a.client_ca_file.clone(),
+            authentication_token_webhook: a.authentication_token_webhook,
+            webhook_cache: crate::server::auth::WebhookCacheConfig {
+                token_ttl: a.authentication_token_webhook_cache_ttl,
+                authorized_ttl: a.authorization_webhook_cache_authorized_ttl,
+                unauthorized_ttl: a.authorization_webhook_cache_unauthorized_ttl,
+                ..Default::default()
+            },
         })
     }
 }
@@ -329,7 +353,20 @@ async fn start_server(
             serving_ips: cfg.node_ip.parse().into_iter().collect(),
             anonymous_auth: false,
         },
-        crate::server::auth::SubjectAccessReviewer::new(client.clone()),
+        crate::server::Auth {
+            tokens: cfg.authentication_token_webhook.then(|| {
+                crate::server::auth::TokenReviewer::new(
+                    client.clone(),
+                    env.clock.clone(),
+                    cfg.webhook_cache,
+                ) as Arc<dyn crate::server::auth::TokenAuthenticator>
+            }),
+            authorizer: crate::server::auth::SubjectAccessReviewer::new(
+                client.clone(),
+                env.clock.clone(),
+                cfg.webhook_cache,
+            ),
+        },
         Arc::new(kubelet.clone()),
         &env.tasks,
         &env.clock,

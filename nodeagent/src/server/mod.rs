@@ -6,9 +6,11 @@
 //!
 //! TLS with the node's serving certificate (from files, or self-signed at
 //! start as the real kubelet does without one); clients present x509
-//! certificates from `--client-ca-file` (CN = user, O = groups) and every
-//! request is authorized by an [`auth::Authorizer`] — the API server's
-//! `SubjectAccessReview` in the kubelet — before it is served. Everything
+//! certificates from `--client-ca-file` (CN = user, O = groups) or a bearer
+//! token an [`auth::TokenAuthenticator`] accepts (the API server's
+//! `TokenReview` in the kubelet), and every request is authorized by an
+//! [`auth::Authorizer`] — the API server's `SubjectAccessReview` in the
+//! kubelet — before it is served. Everything
 //! about containers comes from the runtime over its socket.
 
 pub mod auth;
@@ -40,7 +42,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use auth::{Authorizer, Decision, User};
+use auth::{Authorizer, Decision, TokenAuthenticator, User};
 
 /// What [`serve`] needs.
 #[derive(Debug, Clone)]
@@ -101,6 +103,7 @@ struct AppState {
     cri: RuntimeServiceClient<Channel>,
     pods: Arc<dyn PodProvider>,
     authorizer: Arc<dyn Authorizer>,
+    tokens: Option<Arc<dyn TokenAuthenticator>>,
     anonymous: bool,
     clock: Clock,
     tasks: Tasks,
@@ -131,10 +134,21 @@ fn self_signed(
     Ok((format!("{}{}", c.cert_pem, ca.cert_pem()), c.key_pem))
 }
 
+/// Who is asked about callers: `tokens` authenticates bearer tokens
+/// (`--authentication-token-webhook`; `None` refuses them), `authorizer`
+/// decides every request.
+#[derive(Clone)]
+pub struct Auth {
+    /// The token authenticator.
+    pub tokens: Option<Arc<dyn TokenAuthenticator>>,
+    /// The authorizer.
+    pub authorizer: Arc<dyn Authorizer>,
+}
+
 /// Bind and serve until `cancel` fires; returns once listening.
 pub async fn serve(
     cfg: ServerConfig,
-    authorizer: Arc<dyn Authorizer>,
+    auth: Auth,
     pods: Arc<dyn PodProvider>,
     tasks: &Tasks,
     clock: &Clock,
@@ -173,7 +187,8 @@ pub async fn serve(
         node: cfg.node_name.clone(),
         cri: RuntimeServiceClient::new(crate::uds::channel(&cfg.runtime_socket)),
         pods,
-        authorizer,
+        authorizer: auth.authorizer,
+        tokens: auth.tokens,
         anonymous: cfg.anonymous_auth,
         clock: clock.clone(),
         tasks: tasks.clone(),
@@ -273,10 +288,27 @@ fn text(code: StatusCode, body: impl Into<String>) -> Response {
 
 async fn authn_authz(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let peer = req.extensions().get::<Peer>().and_then(|p| p.0.clone());
-    let user = match peer {
-        Some(u) => u,
-        None if st.anonymous => User::anonymous(),
-        None => return text(StatusCode::UNAUTHORIZED, "Unauthorized\n"),
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .map(str::to_owned);
+    // Certificate, then token, then anonymous; a token that fails review
+    // is a 401 even with anonymous access on (the apiserver's
+    // fail-on-error union). Without the webhook a token is not looked at.
+    let user = match (peer, bearer.zip(st.tokens.as_ref())) {
+        (Some(u), _) => u,
+        (None, Some((token, tokens))) => match tokens.authenticate(&token).await {
+            Ok(Some(u)) => u,
+            Ok(None) => return text(StatusCode::UNAUTHORIZED, "Unauthorized\n"),
+            Err(e) => {
+                tracing::error!("Unable to authenticate the request due to an error: {e}");
+                return text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+            }
+        },
+        (None, None) if st.anonymous => User::anonymous(),
+        (None, None) => return text(StatusCode::UNAUTHORIZED, "Unauthorized\n"),
     };
     let a = auth::attributes(user, req.method().as_str(), req.uri().path(), &st.node);
     match st.authorizer.authorize(&a).await {
@@ -298,6 +330,17 @@ async fn authn_authz(State(st): State<Arc<AppState>>, req: Request, next: Next) 
             text(StatusCode::INTERNAL_SERVER_ERROR, auth::error_text(&a))
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme is
+/// case-insensitive, an empty token is none), as the apiserver's bearer
+/// token authenticator parses it.
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let mut parts = header.trim().splitn(2, ' ');
+    let scheme = parts.next()?;
+    let token = parts.next()?.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
+        .then_some(token)
 }
 
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -744,6 +787,16 @@ async fn build_summary(st: &AppState) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_tokens_parse_like_the_apiserver() {
+        assert_eq!(bearer_token("Bearer abc.def"), Some("abc.def"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer a b"), None);
+        assert_eq!(bearer_token("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
 
     #[test]
     fn queries_decode_with_repeated_keys() {

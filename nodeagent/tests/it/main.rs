@@ -13,5 +13,6 @@ mod server;
 mod server_kubectl;
 mod server_mounts;
 mod server_rig;
+mod server_tokens;
 mod systemd;
 mod util;

@@ -252,7 +252,10 @@ async fn kubelet_api_authenticates_authorizes_and_serves_logs_exec_pods_and_stat
             serving_ips: vec![],
             anonymous_auth: false,
         },
-        fake.clone(),
+        server::Auth {
+            tokens: None,
+            authorizer: fake.clone(),
+        },
         Arc::new(Pods),
         &tasks,
         &clock,

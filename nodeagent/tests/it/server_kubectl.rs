@@ -79,7 +79,14 @@ async fn kubectl_logs_and_exec_reach_the_pod_through_the_api_server() -> anyhow:
             serving_ips: vec![],
             anonymous_auth: false,
         },
-        SubjectAccessReviewer::new(cp.client.clone()),
+        server::Auth {
+            tokens: None,
+            authorizer: SubjectAccessReviewer::new(
+                cp.client.clone(),
+                cp.clock.clone(),
+                Default::default(),
+            ),
+        },
         Arc::new(One(serde_json::from_value(json!({
             "metadata": {"name": "web", "namespace": "shop", "uid": "uid-web"},
             "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "toolbox"}]},

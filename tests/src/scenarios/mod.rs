@@ -1,8 +1,10 @@
 //! The scenarios of SCENARIOS.md that the runner reproduces so far.
 
+pub mod s03;
 pub mod s04;
 pub mod s05;
 pub mod s07;
+pub mod s09;
 pub mod s12;
 pub mod s13;
 pub mod s14;
@@ -11,6 +13,13 @@ use crate::scenario::Scenario;
 
 /// Every scenario the runner knows, in SCENARIOS.md order.
 pub const ALL: &[Scenario] = &[
+    Scenario {
+        id: s03::ID,
+        title: s03::TITLE,
+        nodes: 2,
+        store_quota_bytes: 0,
+        up_args: &[],
+    },
     Scenario {
         id: s04::ID,
         title: s04::TITLE,
@@ -31,6 +40,13 @@ pub const ALL: &[Scenario] = &[
         nodes: 2,
         store_quota_bytes: 0,
         up_args: s07::UP_ARGS,
+    },
+    Scenario {
+        id: s09::ID,
+        title: s09::TITLE,
+        nodes: s09::NODES as u32,
+        store_quota_bytes: 0,
+        up_args: &[],
     },
     Scenario {
         id: s12::ID,

@@ -163,7 +163,7 @@ pub async fn run(c: &impl Cluster, r: &mut Run) -> anyhow::Result<()> {
             )
             .await?;
             let name = m["webhooks"][0]["name"].as_str().unwrap_or("").to_owned();
-            Ok((!name.is_empty()).then(|| ((), name)))
+            Ok((!name.is_empty()).then_some(((), name)))
         },
     )
     .await?;
