@@ -43,6 +43,9 @@ enum Command {
     /// Forward TCP between the host's loopback and instances' namespaces (used by `up`).
     #[command(hide = true)]
     Forward(cluster::forward::ForwardArgs),
+    /// Run a master component and start it again when it exits (used by `up`).
+    #[command(hide = true)]
+    Supervise(cluster::supervise::SuperviseArgs),
     /// Call the fake cloud like the aliyun CLI: `ackemu cloud vpc DescribeVpcs --RegionId cn-hangzhou`.
     Cloud(ackemu_cloudsim::cli::Args),
 }
@@ -69,6 +72,7 @@ async fn main() -> std::process::ExitCode {
             ackemu_cloudsim::cli::run_with_clock(args, clock).await
         }
         Command::Forward(args) => cluster::forward::run(args).await,
+        Command::Supervise(args) => cluster::supervise::run(args).await,
         Command::Scenario { args } => scenario(&args),
     };
     match result {

@@ -137,6 +137,8 @@ pub struct Ctx<'a> {
     pub deny_detail: Option<String>,
     /// The packet fabric's counters and drop log, when the data plane runs.
     pub fabric: Option<crate::dataplane::fabric::Fabric>,
+    /// The hypervisor backend, when one is registered.
+    pub hypervisor: Option<Arc<dyn crate::hypervisor::HypervisorBackend>>,
 }
 
 impl Ctx<'_> {
@@ -286,6 +288,8 @@ struct Inner {
     revision: tokio::sync::watch::Sender<u64>,
     /// The packet fabric, when the data plane runs.
     fabric: std::sync::OnceLock<crate::dataplane::fabric::Fabric>,
+    /// The hypervisor, for what only it knows (instances' console output).
+    hypervisor: std::sync::OnceLock<Arc<dyn crate::hypervisor::HypervisorBackend>>,
 }
 
 /// The cloud: shared by the gRPC services, the HTTP endpoints and the
@@ -366,6 +370,7 @@ impl Cloud {
                 effects: tx,
                 revision,
                 fabric: std::sync::OnceLock::new(),
+                hypervisor: std::sync::OnceLock::new(),
             }),
         };
         Ok((cloud, EffectReceiver(rx)))
@@ -395,6 +400,11 @@ impl Cloud {
 
     pub fn fabric(&self) -> Option<&crate::dataplane::fabric::Fabric> {
         self.inner.fabric.get()
+    }
+
+    /// Registers the hypervisor backend (once).
+    pub fn set_hypervisor(&self, h: Arc<dyn crate::hypervisor::HypervisorBackend>) {
+        let _ = self.inner.hypervisor.set(h);
     }
 
     /// The current committed state.
@@ -685,6 +695,7 @@ impl Cloud {
             authorized: false,
             deny_detail: None,
             fabric: self.inner.fabric.get().cloned(),
+            hypervisor: self.inner.hypervisor.get().cloned(),
         }
     }
 

@@ -55,6 +55,26 @@ pub trait HypervisorBackend: Send + Sync + 'static {
         let _ = spec;
         Box::pin(async { Ok(()) })
     }
+    /// The instance's console output so far (what its UserData printed),
+    /// at most its last [`CONSOLE_OUTPUT_MAX`] bytes; `None` when this
+    /// backend keeps none for it.
+    fn console_output(&self, instance_id: &str) -> Option<String> {
+        let _ = instance_id;
+        None
+    }
+}
+
+/// ECS returns the last 64 KiB of an instance's console output.
+pub const CONSOLE_OUTPUT_MAX: usize = 64 * 1024;
+
+/// The last [`CONSOLE_OUTPUT_MAX`] bytes of `text`, cut at a character
+/// boundary.
+pub fn console_tail(text: &str) -> &str {
+    let mut start = text.len().saturating_sub(CONSOLE_OUTPUT_MAX);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -71,6 +91,7 @@ pub struct RecordingBackend {
     events: Arc<Mutex<Vec<HypervisorEvent>>>,
     log: Option<PathBuf>,
     fail_boot_message: Arc<Mutex<Option<String>>>,
+    consoles: Arc<Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl RecordingBackend {
@@ -88,6 +109,13 @@ impl RecordingBackend {
 
     pub fn events(&self) -> Vec<HypervisorEvent> {
         self.events.lock().clone()
+    }
+
+    /// What [`HypervisorBackend::console_output`] answers for `instance_id`.
+    pub fn set_console_output(&self, instance_id: &str, text: &str) {
+        self.consoles
+            .lock()
+            .insert(instance_id.to_owned(), text.to_owned());
     }
 
     /// Makes every following boot fail with `message` (`None` to stop).
@@ -112,6 +140,13 @@ impl RecordingBackend {
 }
 
 impl HypervisorBackend for RecordingBackend {
+    fn console_output(&self, instance_id: &str) -> Option<String> {
+        self.consoles
+            .lock()
+            .get(instance_id)
+            .map(|t| console_tail(t).to_owned())
+    }
+
     fn boot(&self, spec: InstanceSpec) -> BoxFuture<'static, Result<(), HypervisorError>> {
         let id = spec.instance_id.clone();
         let fail = self.fail_boot_message.lock().clone();

@@ -322,6 +322,7 @@ async fn serve(config: Config, env: Env, backend: Backend) -> anyhow::Result<()>
                 (dp.backend.hypervisor(), Some(dp))
             }
         };
+    cloud.set_hypervisor(backend.clone());
     lifecycle::recover(&cloud).await;
     let rc = cloud.clone();
     let rb = backend.clone();

@@ -15,6 +15,7 @@ pub mod kubeinit;
 pub mod mesh;
 pub mod process;
 pub mod provision;
+pub mod supervise;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,15 @@ pub struct Proc {
     /// The instance namespace it runs in (`None`: the host's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+}
+
+impl Proc {
+    /// The components in an instance's namespace are the master's control
+    /// plane: static pods, restarted when they exit (`ackemu supervise`),
+    /// signalled as a process group.
+    pub fn supervised(&self) -> bool {
+        self.netns.is_some()
+    }
 }
 
 /// `cluster.json`: everything needed to resume, inspect or stop a cluster.
@@ -499,7 +509,7 @@ pub async fn process_fault(dir: &Path, name: &str, action: &str) -> anyhow::Resu
         "cont" => "CONT",
         "restart" => {
             if let Some(pid) = running
-                && !stop(pid, Duration::from_secs(10)).await
+                && !stop(pid, Duration::from_secs(10), p.supervised()).await
             {
                 anyhow::bail!("{name} (pid {pid}) did not stop");
             }
@@ -515,7 +525,7 @@ pub async fn process_fault(dir: &Path, name: &str, action: &str) -> anyhow::Resu
         ),
     };
     let pid = running.with_context(|| format!("{name} is not running"))?;
-    if !process::signal(pid, sig) {
+    if !process::send(pid, sig, p.supervised()) {
         anyhow::bail!("sending SIG{sig} to {name} (pid {pid}) failed");
     }
     println!("sent SIG{sig} to {name} (pid {pid})");
@@ -546,13 +556,18 @@ async fn start_all(
             None => spawn(&bin, &p.args, &log)?,
             Some(ns) => {
                 let mut argv = vec![
+                    "supervise".to_owned(),
+                    "--name".to_owned(),
+                    name.clone(),
+                    "--".to_owned(),
+                    "ip".to_owned(),
                     "netns".to_owned(),
                     "exec".to_owned(),
                     ns.clone(),
                     bin.display().to_string(),
                 ];
                 argv.extend(p.args.iter().cloned());
-                spawn(Path::new("ip"), &argv, &log)?
+                spawn(&binary("ackemu")?, &argv, &log)?
             }
         };
         st.processes[i].1.pid = Some(pid);
@@ -760,7 +775,12 @@ set -e
 BIN={bin}
 NODE_DIR={nodes}/$ACKEMU_INSTANCE_ID
 mkdir -p "$NODE_DIR"
-exec >>"$NODE_DIR/attach.log" 2>&1
+# What follows goes to the node's attach log and the instance's console.
+rm -f "$NODE_DIR/.console"
+mkfifo "$NODE_DIR/.console"
+tee -a "$NODE_DIR/attach.log" <"$NODE_DIR/.console" &
+exec >"$NODE_DIR/.console" 2>&1
+rm -f "$NODE_DIR/.console"
 echo "attach: instance $ACKEMU_INSTANCE_ID at $ACKEMU_PRIVATE_IP"
 exec "$BIN/ackemu-node" attach \
   --apiserver https://{master}:6443 \
@@ -905,7 +925,7 @@ pub async fn down(args: DownArgs) -> anyhow::Result<()> {
     for i in (0..st.processes.len()).rev() {
         let (name, p) = st.processes[i].clone();
         if let Some(pid) = p.pid {
-            if stop(pid, Duration::from_secs(10)).await {
+            if stop(pid, Duration::from_secs(10), p.supervised()).await {
                 println!("stopped {name} (pid {pid})");
                 st.processes[i].1.pid = None;
             } else {

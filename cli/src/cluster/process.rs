@@ -83,13 +83,34 @@ pub fn signal(pid: u32, sig: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// SIGTERM, wait up to `grace` (real time), then SIGKILL. Returns whether
-/// the process is gone.
-pub async fn stop(pid: u32, grace: Duration) -> bool {
+/// Send `sig` to the process group `pgid` leads (a supervised component:
+/// its supervisor and the component).
+pub fn signal_group(pgid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .args([format!("-{sig}"), "--".to_owned(), format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// `sig` to `pid`, or to the group it leads.
+pub fn send(pid: u32, sig: &str, group: bool) -> bool {
+    if group {
+        signal_group(pid, sig)
+    } else {
+        signal(pid, sig)
+    }
+}
+
+/// SIGTERM, wait up to `grace` (real time), then SIGKILL (to the process,
+/// or with `group` to the group it leads). Returns whether the process is
+/// gone.
+pub async fn stop(pid: u32, grace: Duration, group: bool) -> bool {
     if !alive(pid) {
         return true;
     }
-    signal(pid, "TERM");
+    send(pid, "TERM", group);
     let clock = Clock::real();
     let deadline = clock.now() + grace;
     while clock.now() < deadline {
@@ -98,7 +119,7 @@ pub async fn stop(pid: u32, grace: Duration) -> bool {
         }
         clock.sleep(Duration::from_millis(50)).await;
     }
-    signal(pid, "KILL");
+    send(pid, "KILL", group);
     let deadline = clock.now() + Duration::from_secs(5);
     while clock.now() < deadline {
         if !alive(pid) {

@@ -62,6 +62,10 @@ pub const ACTIONS: &[ActionDef] = &[
         handler: Handler::Read(describe_user_data),
     },
     ActionDef {
+        name: "GetInstanceConsoleOutput",
+        handler: Handler::Read(get_instance_console_output),
+    },
+    ActionDef {
         name: "AttachInstanceRamRole",
         handler: Handler::Write(attach_instance_ram_role),
     },
@@ -567,6 +571,20 @@ fn describe_user_data(ctx: &mut Ctx<'_>, s: &State, p: &Params) -> CloudResult<V
     Ok(
         json!({"InstanceId": id, "RegionId": s.region, "UserData": STANDARD.encode(i.user_data.as_bytes())}),
     )
+}
+
+/// The instance's serial console so far, base64 (ECS keeps the last
+/// 64 KiB): here what its UserData printed.
+fn get_instance_console_output(ctx: &mut Ctx<'_>, s: &State, p: &Params) -> CloudResult<Value> {
+    let id = one_instance(ctx, s, p)?;
+    let text = ctx
+        .hypervisor
+        .as_ref()
+        .and_then(|h| h.console_output(&id))
+        .unwrap_or_default();
+    Ok(json!({"InstanceId": id, "RegionId": s.region,
+              "ConsoleOutput": STANDARD.encode(text.as_bytes()),
+              "LastUpdateTime": iso8601(ctx.now_ms)}))
 }
 
 fn ram_role_targets(ctx: &mut Ctx<'_>, s: &State, p: &Params) -> CloudResult<Vec<String>> {

@@ -40,6 +40,10 @@ pub const ACTIONS: &[ActionDef] = &[
         handler: Handler::Write(create_scaling_configuration),
     },
     ActionDef {
+        name: "ModifyScalingConfiguration",
+        handler: Handler::Write(modify_scaling_configuration),
+    },
+    ActionDef {
         name: "DescribeScalingConfigurations",
         handler: Handler::Read(describe_scaling_configurations),
     },
@@ -175,6 +179,41 @@ fn create_scaling_group(ctx: &mut Ctx<'_>, s: &mut State, p: &Params) -> CloudRe
     Ok(json!({"ScalingGroupId": id}))
 }
 
+fn check_instance_type(s: &State, instance_type: &str) -> CloudResult<()> {
+    if !s.instance_types.contains_key(instance_type) {
+        return Err(CloudError::new(
+            "InvalidInstanceType.ValueNotSupported",
+            format!("The specified InstanceType {instance_type:?} is not offered."),
+            400,
+        ));
+    }
+    Ok(())
+}
+
+/// A role instances will assume: the caller must be allowed to pass it.
+fn check_ram_role(ctx: &mut Ctx<'_>, s: &State, role: &str) -> CloudResult<()> {
+    ctx.authorize_action(
+        "ram:PassRole",
+        &[super::ram_arn(s, &format!("role/{}", role.to_lowercase()))],
+    )?;
+    if !s.roles.contains_key(role) {
+        return Err(CloudError::not_found("EntityNotExist.Role", role));
+    }
+    Ok(())
+}
+
+fn tags_param(p: &Params) -> CloudResult<Option<BTreeMap<String, String>>> {
+    match p.opt("Tags") {
+        Some(raw) => serde_json::from_str(raw).map(Some).map_err(|_| {
+            CloudError::invalid_param("The parameter Tags is not a JSON object of strings.")
+        }),
+        None => {
+            let t = p.tags();
+            Ok((!t.is_empty()).then_some(t))
+        }
+    }
+}
+
 fn create_scaling_configuration(
     ctx: &mut Ctx<'_>,
     s: &mut State,
@@ -182,31 +221,14 @@ fn create_scaling_configuration(
 ) -> CloudResult<Value> {
     let gid = group_id(ctx, s, p)?;
     let instance_type = p.req("InstanceType")?.to_owned();
-    if !s.instance_types.contains_key(&instance_type) {
-        return Err(CloudError::new(
-            "InvalidInstanceType.ValueNotSupported",
-            format!("The specified InstanceType {instance_type:?} is not offered."),
-            400,
-        ));
-    }
+    check_instance_type(s, &instance_type)?;
     let sg = p.req("SecurityGroupId")?.to_owned();
     super::ecs::security_group(s, &sg)?;
     let ram_role = p.opt("RamRoleName").map(str::to_owned);
     if let Some(r) = &ram_role {
-        ctx.authorize_action(
-            "ram:PassRole",
-            &[super::ram_arn(s, &format!("role/{}", r.to_lowercase()))],
-        )?;
-        if !s.roles.contains_key(r) {
-            return Err(CloudError::not_found("EntityNotExist.Role", r));
-        }
+        check_ram_role(ctx, s, r)?;
     }
-    let tags: BTreeMap<String, String> = match p.opt("Tags") {
-        Some(raw) => serde_json::from_str(raw).map_err(|_| {
-            CloudError::invalid_param("The parameter Tags is not a JSON object of strings.")
-        })?,
-        None => p.tags(),
-    };
+    let tags = tags_param(p)?.unwrap_or_default();
     let id = ctx.new_id("asc");
     s.scaling_configurations.insert(
         id.clone(),
@@ -231,6 +253,60 @@ fn create_scaling_configuration(
         },
     );
     Ok(json!({"ScalingConfigurationId": id}))
+}
+
+/// Changes a configuration in place; instances it creates from now on
+/// get the new values, running ones keep theirs (as ESS does).
+fn modify_scaling_configuration(
+    ctx: &mut Ctx<'_>,
+    s: &mut State,
+    p: &Params,
+) -> CloudResult<Value> {
+    let id = p.req("ScalingConfigurationId")?.to_owned();
+    let gid = s
+        .scaling_configurations
+        .get(&id)
+        .map(|c| c.scaling_group_id.clone())
+        .ok_or_else(|| CloudError::not_found("InvalidScalingConfigurationId", &id))?;
+    ctx.authorize(&[group_arn(s, &gid)])?;
+    if let Some(t) = p.opt("InstanceType") {
+        check_instance_type(s, t)?;
+    }
+    if let Some(sg) = p.opt("SecurityGroupId") {
+        super::ecs::security_group(s, sg)?;
+    }
+    if let Some(r) = p.opt("RamRoleName") {
+        check_ram_role(ctx, s, r)?;
+    }
+    let user_data = p.opt("UserData").map(decode_user_data).transpose()?;
+    let tags = tags_param(p)?;
+    // Everything is checked: nothing changes unless all of it can.
+    let c = s
+        .scaling_configurations
+        .get_mut(&id)
+        .ok_or_else(|| CloudError::not_found("InvalidScalingConfigurationId", &id))?;
+    if let Some(t) = p.opt("InstanceType") {
+        c.instance_type = t.to_owned();
+    }
+    if let Some(sg) = p.opt("SecurityGroupId") {
+        c.security_group_id = sg.to_owned();
+    }
+    if let Some(r) = p.opt("RamRoleName") {
+        c.ram_role = Some(r.to_owned());
+    }
+    if let Some(i) = p.opt("ImageId") {
+        c.image_id = i.to_owned();
+    }
+    if let Some(n) = p.opt("ScalingConfigurationName") {
+        c.name = n.to_owned();
+    }
+    if let Some(ud) = user_data {
+        c.user_data = ud;
+    }
+    if let Some(t) = tags {
+        c.tags = t;
+    }
+    Ok(json!({}))
 }
 
 fn total(g: &ScalingGroup) -> u32 {
@@ -693,6 +769,7 @@ fn remove_instances(ctx: &mut Ctx<'_>, s: &mut State, p: &Params) -> CloudResult
     if ids.is_empty() {
         return Err(CloudError::missing_param("InstanceId.1"));
     }
+    let decrease = p.opt_bool("DecreaseDesiredCapacity")?.unwrap_or(true);
     let g = group(s, &gid)?.clone();
     for id in &ids {
         if !g.instance_ids.contains(id) {
@@ -742,11 +819,27 @@ fn remove_instances(ctx: &mut Ctx<'_>, s: &mut State, p: &Params) -> CloudResult
             seq,
         },
     );
-    if let Some(d) = g.desired_capacity {
-        s.scaling_groups
-            .get_mut(&gid)
-            .expect("exists")
-            .desired_capacity = Some(d.saturating_sub(current - after).max(g.min_size));
+    // By default the group shrinks with its instances; otherwise it
+    // replaces them to keep its desired capacity.
+    match (g.desired_capacity, decrease) {
+        (Some(d), true) => {
+            s.scaling_groups
+                .get_mut(&gid)
+                .expect("exists")
+                .desired_capacity = Some(d.saturating_sub(current - after).max(g.min_size));
+        }
+        (Some(d), false) if d > after => {
+            scale_to(
+                ctx,
+                s,
+                &gid,
+                d,
+                format!(
+                    "The current capacity of the scaling group is less than the desired capacity, changing the Total Capacity from \"{after}\" to \"{d}\"."
+                ),
+            )?;
+        }
+        _ => {}
     }
     prune_activities(s);
     Ok(json!({"ScalingActivityId": aid}))

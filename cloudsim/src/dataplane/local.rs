@@ -170,6 +170,14 @@ impl NicHost {
         self.run_dir.join(id)
     }
 
+    /// What the instance's UserData printed (its `user-data.log`), as its
+    /// console output.
+    pub fn console_output(&self, id: &str) -> Option<String> {
+        let bytes = std::fs::read(self.dir(id).join("user-data.log")).ok()?;
+        let text = String::from_utf8_lossy(&bytes);
+        Some(crate::hypervisor::console_tail(&text).to_owned())
+    }
+
     fn record(&self, id: &str) -> Option<NicRecord> {
         std::fs::read_to_string(self.dir(id).join("vnic.json"))
             .ok()
@@ -469,6 +477,10 @@ pub async fn wait_attached(
 }
 
 impl HypervisorBackend for LocalBackend {
+    fn console_output(&self, instance_id: &str) -> Option<String> {
+        self.inner.host.console_output(instance_id)
+    }
+
     fn boot(
         &self,
         spec: InstanceSpec,

@@ -50,7 +50,7 @@ async fn ess_scale_out_boots_user_data_and_scale_in_releases() {
     let gid = g["ScalingGroupId"].as_str().unwrap().to_owned();
     let script = "#!/bin/sh\nattach_node.sh --ess true --labels k8s.io/cluster-autoscaler=true\n";
     let ud = base64::engine::general_purpose::STANDARD.encode(script);
-    ok(
+    let conf = ok(
         &c,
         Product::Ess,
         "CreateScalingConfiguration",
@@ -220,6 +220,109 @@ async fn ess_scale_out_boots_user_data_and_scale_in_releases() {
         .await,
         "InvalidParameter.Conflict"
     );
+    // A modified configuration: instances created from now on get its
+    // UserData; a bad one changes nothing.
+    let conf_id = conf["ScalingConfigurationId"].as_str().unwrap().to_owned();
+    let script2 = "#!/bin/sh\nattach_node.sh --token abcdef.0123456789abcdef\n";
+    assert_eq!(
+        err_code(
+            &c,
+            Product::Ess,
+            "ModifyScalingConfiguration",
+            &[
+                ("ScalingConfigurationId", &conf_id),
+                ("UserData", "%%%"),
+                ("InstanceType", "ecs.g6.xlarge")
+            ]
+        )
+        .await,
+        "InvalidUserData.Base64FormatInvalid"
+    );
+    assert_eq!(
+        err_code(
+            &c,
+            Product::Ess,
+            "ModifyScalingConfiguration",
+            &[("ScalingConfigurationId", "asc-nope")]
+        )
+        .await,
+        "InvalidScalingConfigurationId.NotFound"
+    );
+    let v = ok(
+        &c,
+        Product::Ess,
+        "DescribeScalingConfigurations",
+        &[("ScalingGroupId", &gid)],
+    )
+    .await;
+    let listed = &v["ScalingConfigurations"]["ScalingConfiguration"][0];
+    assert_eq!(listed["InstanceType"], "ecs.g6.large", "{listed}");
+    assert_eq!(listed["UserData"], ud.as_str());
+    ok(
+        &c,
+        Product::Ess,
+        "ModifyScalingConfiguration",
+        &[
+            ("ScalingConfigurationId", &conf_id),
+            (
+                "UserData",
+                &base64::engine::general_purpose::STANDARD.encode(script2),
+            ),
+        ],
+    )
+    .await;
+    ok(
+        &c,
+        Product::Ess,
+        "ModifyScalingGroup",
+        &[("ScalingGroupId", &gid), ("DesiredCapacity", "2")],
+    )
+    .await;
+    poll(
+        "the replacement instance to boot with the new UserData",
+        30,
+        || {
+            let ev = cs.hypervisor_events();
+            async move {
+                ev.iter()
+                    .any(|e| e["op"] == "boot" && e["spec"]["user_data"] == script2)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    // Removing an instance without decreasing the desired capacity
+    // replaces it.
+    ok(
+        &c,
+        Product::Ess,
+        "RemoveInstances",
+        &[
+            ("ScalingGroupId", &gid),
+            ("InstanceId.1", &ids[1]),
+            ("DecreaseDesiredCapacity", "false"),
+        ],
+    )
+    .await;
+    poll("a replacement for the removed instance", 30, || {
+        let ev = cs.hypervisor_events();
+        async move {
+            (ev.iter()
+                .filter(|e| e["op"] == "boot" && e["spec"]["user_data"] == script2)
+                .count()
+                == 2)
+                .then_some(())
+        }
+    })
+    .await;
+    let v = ok(
+        &c,
+        Product::Ess,
+        "DescribeScalingGroups",
+        &[("ScalingGroupIds", &serde_json::to_string(&[&gid]).unwrap())],
+    )
+    .await;
+    assert_eq!(v["ScalingGroups"]["ScalingGroup"][0]["DesiredCapacity"], 2);
 }
 
 /// The seed's S03 cause through the real API: the worker role's vpc policy

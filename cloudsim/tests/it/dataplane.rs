@@ -1,6 +1,7 @@
 //! The VPC data plane with real tools inside the instances' namespaces
 //! (issue 6, "Done when").
 
+use base64::Engine as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
@@ -51,6 +52,7 @@ async fn local_backend_boots_runs_user_data_and_tears_down() {
          ip route >> {o}/marker.tmp\n\
          ip -o link show dev eth0 >> {o}/marker.tmp\n\
          curl -s --max-time 10 http://100.100.100.200/latest/meta-data/instance-id >> {o}/marker.tmp\n\
+         echo \"console: joined as $ACKEMU_INSTANCE_ID\"\n\
          echo $$ > {o}/shell.pid\n\
          sleep 100000 &\n\
          echo $! > {o}/child.pid\n\
@@ -87,6 +89,21 @@ async fn local_backend_boots_runs_user_data_and_tears_down() {
     };
     let (shell, child) = (read_pid("shell.pid"), read_pid("child.pid"));
     assert!(pid_alive(shell) && pid_alive(child));
+    // What the UserData printed is the instance's console output.
+    let console = ok(
+        &lab.c,
+        Product::Ecs,
+        "GetInstanceConsoleOutput",
+        &[("InstanceId", &id)],
+    )
+    .await;
+    let text = base64::engine::general_purpose::STANDARD
+        .decode(console["ConsoleOutput"].as_str().unwrap())
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&text).contains(&format!("console: joined as {id}")),
+        "{console}"
+    );
     // Nothing emulated in the host namespace.
     assert!(!host_addrs().contains("192.168.0.7/"), "{}", host_addrs());
     assert!(!host_addrs().contains("100.100.100.200"));

@@ -5,9 +5,11 @@ pub mod s04;
 pub mod s05;
 pub mod s07;
 pub mod s09;
+pub mod s10;
 pub mod s12;
 pub mod s13;
 pub mod s14;
+pub mod util;
 
 use crate::scenario::Scenario;
 
@@ -45,6 +47,13 @@ pub const ALL: &[Scenario] = &[
         id: s09::ID,
         title: s09::TITLE,
         nodes: s09::NODES as u32,
+        store_quota_bytes: 0,
+        up_args: &[],
+    },
+    Scenario {
+        id: s10::ID,
+        title: s10::TITLE,
+        nodes: s10::NODES as u32,
         store_quota_bytes: 0,
         up_args: &[],
     },

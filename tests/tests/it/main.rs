@@ -67,6 +67,11 @@ async fn s05_sg_node_moved_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s10_node_join_trust() {
+    scenario("S10").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s13_store_leader_loss() {
     scenario("S13").await;
 }
