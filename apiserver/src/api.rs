@@ -1166,6 +1166,8 @@ impl Api {
                             crate::aggregator::condition(true, "Passed", "all checks passed", &now)
                         }
                         Err((reason, msg)) => {
+                            // kube-aggregator's availability controller.
+                            tracing::error!("{name} failed with: {msg}");
                             crate::aggregator::condition(false, reason, &msg, &now)
                         }
                     }
@@ -2242,8 +2244,11 @@ impl Api {
                 }
                 _ => patch::merge_patch(&base, &patch_doc),
             };
-            let precondition = object_rv(&patched)?;
-            if precondition != 0 && precondition != cur.rv {
+            // The patch's own resourceVersion, if it sets one, is a
+            // precondition; otherwise a conflicting write in between only
+            // means applying the patch again to the newer object.
+            let patched_rv = object_rv(&patched)?;
+            if patched_rv != 0 && patched_rv != cur.rv {
                 return Err(ApiError::stale(&info.group_resource(), name));
             }
             let new = match sub {
@@ -2281,7 +2286,7 @@ impl Api {
                 return Ok(json_response(StatusCode::OK, &new));
             }
             match self.write_update(info, ns, name, new, cur.rv).await {
-                Err(e) if e.reason == "Conflict" && precondition == 0 => continue,
+                Err(e) if e.reason == "Conflict" => continue,
                 Err(e) => return Err(e),
                 Ok(s) => {
                     let out = if sub == "scale" {

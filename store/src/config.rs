@@ -284,7 +284,9 @@ impl Config {
         })
     }
 
-    /// The request deadline etcd uses: 5 s plus two election timeouts.
+    /// The request deadline etcd uses: 5 s plus two election timeouts. It
+    /// guards real work (fsync, apply), so requests wait at least this
+    /// long in real time too (`Clock::timeout_real_floor`).
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(5) + 2 * self.election
     }

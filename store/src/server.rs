@@ -311,7 +311,7 @@ impl Shared {
         };
         match self
             .clock
-            .timeout(timeout, ackemu_base::tasks::wait_on("store/propose", fut))
+            .timeout_real_floor(timeout, ackemu_base::tasks::wait_on("store/propose", fut))
             .await
         {
             Ok(r) => r,
@@ -342,7 +342,7 @@ impl Shared {
         };
         match self
             .clock
-            .timeout(
+            .timeout_real_floor(
                 timeout,
                 ackemu_base::tasks::wait_on("store/read-index", fut),
             )
@@ -376,7 +376,11 @@ impl Shared {
         }
         let mut client = self.leader_client(view)?;
         let fut = client.lease_renew(LeaseRenewRequest { id });
-        match self.clock.timeout(self.cfg.request_timeout(), fut).await {
+        match self
+            .clock
+            .timeout_real_floor(self.cfg.request_timeout(), fut)
+            .await
+        {
             Ok(Ok(r)) if r.get_ref().ttl >= 0 => Ok(r.get_ref().ttl),
             Ok(Ok(_)) => Err(EtcdError::LeaseNotFound),
             Ok(Err(_)) | Err(_) => Err(self.timeout_error()),
@@ -411,7 +415,7 @@ impl Shared {
         let mut client = self.leader_client(view)?;
         match self
             .clock
-            .timeout(self.cfg.request_timeout(), client.lease_time_to_live(req))
+            .timeout_real_floor(self.cfg.request_timeout(), client.lease_time_to_live(req))
             .await
         {
             Ok(Ok(r)) => {

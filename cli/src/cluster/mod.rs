@@ -62,6 +62,11 @@ pub struct UpArgs {
     /// Galley and sidecar injection in `istio-system`).
     #[arg(long)]
     pub mesh: bool,
+    /// Run the cluster autoscaler on the workers' scaling group (ACK's
+    /// node autoscaling): Pending pods scale it out, and nodes whose
+    /// reservation stays under the threshold are drained and released.
+    #[arg(long)]
+    pub autoscaler: bool,
 }
 
 /// One daemon of the cluster.
@@ -266,6 +271,9 @@ fn plan(dir: &Path, args: &UpArgs) -> anyhow::Result<ClusterState> {
         if args.store_quota_bytes > 0 {
             argv.push(format!("--quota-backend-bytes={}", args.store_quota_bytes));
         }
+        let (heartbeat_ms, election_ms) = store_timers(args.time_scale);
+        argv.push(format!("--heartbeat-interval={heartbeat_ms}"));
+        argv.push(format!("--election-timeout={election_ms}"));
         argv.extend(clock_flags.iter().cloned());
         processes.push((
             names[i].to_string(),
@@ -478,6 +486,18 @@ fn control_plane(dir: &Path, st: &mut ClusterState) -> anyhow::Result<()> {
     ));
     st.processes.extend(procs);
     Ok(())
+}
+
+/// The store's Raft timers (cluster milliseconds), tuned as etcd's guide
+/// says for the links it runs on: heartbeat about the round trip (with
+/// the fsync), election ten heartbeats. On a clock sped up `scale` times
+/// every real millisecond of round trip and fsync is `scale` cluster
+/// milliseconds, so a sped-up cluster is an etcd across a slow link:
+/// allow 10 ms of real round trip, and never less than etcd's defaults
+/// (100 ms, 1 s).
+pub fn store_timers(scale: f64) -> (u64, u64) {
+    let heartbeat = ((scale * 10.0).round() as u64).max(100);
+    (heartbeat, heartbeat * 10)
 }
 
 /// Component `name` of the cluster in `dir`, with its state.
@@ -707,7 +727,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     if let (Some(group), Some(admin)) = (
         st.cloud.as_ref().and_then(|c| c.scaling_group.clone()),
         st.autoscaler_admin.clone(),
-    ) && !st.processes.iter().any(|(n, _)| n == "cluster-autoscaler")
+    ) && args.autoscaler
+        && !st.processes.iter().any(|(n, _)| n == "cluster-autoscaler")
     {
         let cloud = st.cloud.clone().context("cloud ids")?;
         let mut argv = vec![
@@ -959,4 +980,16 @@ pub async fn down(args: DownArgs) -> anyhow::Result<()> {
         println!("removed {}", dir.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn store_timers_follow_the_clock_and_keep_etcd_defaults_at_real_speed() {
+        assert_eq!(super::store_timers(1.0), (100, 1000));
+        assert_eq!(super::store_timers(5.0), (100, 1000));
+        assert_eq!(super::store_timers(60.0), (600, 6000));
+        let (h, e) = super::store_timers(600.0);
+        assert!(e >= 5 * h, "the store refuses election < 5x heartbeat");
+    }
 }

@@ -129,8 +129,23 @@ pub struct Autoscaler {
     last_scale_up: Option<ClusterInstant>,
 }
 
+/// cluster-autoscaler's `GetReadinessState`: Ready, no disk pressure, a
+/// network (its route exists), and no not-ready/unreachable taint.
 fn ready(n: &Node) -> bool {
-    crate::nodelifecycle::node_condition(n, "Ready").is_some_and(|c| c.status == "True")
+    let cond = |t: &str| crate::nodelifecycle::node_condition(n, t).map(|c| c.status.clone());
+    let tainted = n
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|t| {
+            t.key == "node.kubernetes.io/not-ready" || t.key == "node.kubernetes.io/unreachable"
+        });
+    cond("Ready").as_deref() == Some("True")
+        && cond("DiskPressure").as_deref() != Some("True")
+        && cond("NetworkUnavailable").as_deref() != Some("True")
+        && !tainted
 }
 
 /// How long a registered node may stay not Ready and still count as

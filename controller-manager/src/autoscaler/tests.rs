@@ -145,6 +145,51 @@ fn booting_instances_are_upcoming_nodes() {
     );
 }
 
+/// Regression (S09): a new node that is Ready but has no route yet
+/// (`NetworkUnavailable`), or still carries the not-ready taint, cannot
+/// take pods; it is a starting node, not a reason to scale up again.
+#[test]
+fn ready_nodes_without_network_or_with_not_ready_taint_are_still_starting() {
+    use ackemu_kube::api::core::v1::{NodeCondition, Taint};
+    let cond = |t: &str, s: &str| NodeCondition {
+        type_: t.into(),
+        status: s.into(),
+        ..Default::default()
+    };
+    let mut no_route = node("n3", "2", "8Gi");
+    no_route.status.as_mut().unwrap().conditions = Some(vec![
+        cond("Ready", "True"),
+        cond("NetworkUnavailable", "True"),
+    ]);
+    let mut tainted = node("n3", "2", "8Gi");
+    tainted.status.as_mut().unwrap().conditions = Some(vec![cond("Ready", "True")]);
+    tainted.spec.as_mut().unwrap().taints = Some(vec![Taint {
+        key: "node.kubernetes.io/not-ready".into(),
+        effect: "NoSchedule".into(),
+        ..Default::default()
+    }]);
+    let now = Now::at_secs(60);
+    for booting in [no_route, tainted] {
+        assert_eq!(readiness(&booting, now), Readiness::NotStarted);
+        let nodes = [node("n1", "2", "8Gi"), node("n2", "2", "8Gi"), booting];
+        let ns: Vec<&Node> = nodes.iter().collect();
+        let busy = [running("b1", "n1", "1500m"), running("b2", "n2", "1500m")];
+        let want = pending("p1", "1");
+        let pods: Vec<&Pod> = busy.iter().chain([&want]).collect();
+        let g = group(3, 5, &["n1", "n2", "n3"]);
+        assert_eq!(upcoming(&g, &ns, now), 1);
+        let mut a = Autoscaler::new(AutoscalerConfig::default());
+        let (out, _) = a.run_once(&ns, &pods, std::slice::from_ref(&g), now);
+        assert!(out.is_empty(), "n3 will take p1: {out:?}");
+    }
+    let mut routed = node("n3", "2", "8Gi");
+    routed.status.as_mut().unwrap().conditions = Some(vec![
+        cond("Ready", "True"),
+        cond("NetworkUnavailable", "False"),
+    ]);
+    assert_eq!(readiness(&routed, now), Readiness::Ready);
+}
+
 #[test]
 fn pods_that_cannot_be_helped() {
     let nodes = [node("n1", "2", "8Gi")];

@@ -87,27 +87,42 @@ pub(crate) async fn patch_taints(
     add: &[ackemu_kube::api::core::v1::Taint],
     remove: &[ackemu_kube::api::core::v1::Taint],
 ) -> Result<(), String> {
+    // `PatchNodeTaints`: the whole new list as a patch without a
+    // resourceVersion, so the kubelet's status heartbeats in between do
+    // not make it conflict.
     let api = ctx.client.api::<Node>(None).map_err(|e| e.to_string())?;
-    for _ in 0..3 {
-        let mut n = match api.get(node).await {
-            Ok(n) => n,
-            Err(e) if e.is_not_found() => return Ok(()),
-            Err(e) => return Err(format!("getting node {node}: {e}")),
-        };
-        let spec = n.spec.get_or_insert_with(Default::default);
-        let cur = spec.taints.clone().unwrap_or_default();
-        let new = apply_taints(&cur, add, remove, ctx.now().wall);
-        if new == cur {
-            return Ok(());
-        }
-        spec.taints = (!new.is_empty()).then_some(new);
-        match api.replace(node, &n).await {
-            Ok(_) => return Ok(()),
-            Err(e) if e.is_conflict() => continue,
-            Err(e) => return Err(format!("updating taints of node {node}: {e}")),
-        }
+    let n = match api.get(node).await {
+        Ok(n) => n,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(format!("getting node {node}: {e}")),
+    };
+    let cur = n
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    let new = apply_taints(&cur, add, remove, ctx.now().wall);
+    if new == cur {
+        return Ok(());
     }
-    Err(format!("updating taints of node {node}: conflicts"))
+    let taints = if new.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::to_value(&new).map_err(|e| e.to_string())?
+    };
+    match super::rest::patch::<Node>(
+        &ctx.client,
+        None,
+        node,
+        "",
+        &serde_json::json!({"spec": {"taints": taints}}),
+    )
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(format!("updating taints of node {node}: {e}")),
+    }
 }
 
 pub fn start_lifecycle(ctx: &Ctx, cfg: LifecycleConfig) {

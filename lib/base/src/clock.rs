@@ -327,6 +327,29 @@ impl Clock {
     }
 
     /// Run `f` for at most `d` of cluster time.
+    /// [`Clock::timeout`] for deadlines that guard real work (disk, CPU,
+    /// the network) rather than a protocol's timing: on a sped-up clock
+    /// it also waits until `d` of real time has passed, because hardware
+    /// does not get faster with `--time-scale`. A manual clock is left to
+    /// the test driving it.
+    pub async fn timeout_real_floor<F: Future>(
+        &self,
+        d: Duration,
+        f: F,
+    ) -> Result<F::Output, Elapsed> {
+        if !matches!(self.inner.source, Source::Real { .. }) || self.inner.scale <= 1.0 {
+            return self.timeout(d, f).await;
+        }
+        let both = async {
+            tokio::join!(self.sleep(d), tokio::time::sleep(d));
+        };
+        tokio::select! {
+            biased;
+            out = f => Ok(out),
+            () = both => Err(Elapsed(d)),
+        }
+    }
+
     pub async fn timeout<F: Future>(&self, d: Duration, f: F) -> Result<F::Output, Elapsed> {
         let sleep = self.sleep(d);
         tokio::select! {

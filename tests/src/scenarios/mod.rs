@@ -48,7 +48,7 @@ pub const ALL: &[Scenario] = &[
         title: s09::TITLE,
         nodes: s09::NODES as u32,
         store_quota_bytes: 0,
-        up_args: &[],
+        up_args: s09::UP_ARGS,
     },
     Scenario {
         id: s10::ID,

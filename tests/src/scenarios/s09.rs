@@ -30,6 +30,8 @@ use crate::scenario::{Phase, Run};
 pub const ID: &str = "S09";
 pub const TITLE: &str = "autoscale-by-reservation";
 
+/// `ackemu up` flags: node autoscaling on.
+pub const UP_ARGS: &[&str] = &["--autoscaler"];
 /// Worker nodes the cluster starts with.
 pub const NODES: usize = 2;
 /// Margin, in millicores, above a bound a request must exceed.

@@ -57,6 +57,11 @@ async fn scenario(id: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s03_namespace_stuck_terminating() {
+    scenario("S03").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s04_sg_pod_cidr_rule_removed() {
     scenario("S04").await;
 }
@@ -64,6 +69,11 @@ async fn s04_sg_pod_cidr_rule_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s05_sg_node_moved_out() {
     scenario("S05").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s09_autoscale_by_reservation() {
+    scenario("S09").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
