@@ -128,11 +128,34 @@ async fn check_running_cluster(d: &str, state: &serde_json::Value) -> TestResult
     if api[1]["netns"] != master_ns.as_str() {
         return Err(fail(format!("apiserver not in {master_ns}: {api}")));
     }
+    // The recorded pid is its supervisor (the master's "kubelet" for
+    // static pods); the API server is its child, in the master's namespace.
     let pid = api[1]["pid"].as_u64().unwrap_or(0);
     let ns_of = |pid: u64| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
-    if ns_of(pid).is_none() || ns_of(pid) == ns_of(std::process::id() as u64) {
+    let child = eventually("the supervised apiserver process", 30, || {
+        children(pid).into_iter().next()
+    })
+    .await?;
+    if ns_of(child).is_none() || ns_of(child) == ns_of(std::process::id() as u64) {
         return Err(fail(format!(
-            "apiserver pid {pid} runs in the host namespace"
+            "apiserver pid {child} runs in the host namespace"
+        )));
+    }
+    // Killed, it is started again.
+    std::process::Command::new("kill")
+        .args(["-KILL", &child.to_string()])
+        .status()
+        .map_err(|e| fail(format!("kill: {e}")))?;
+    let again = eventually("the apiserver to be restarted", 60, || {
+        children(pid).into_iter().find(|c| *c != child)
+    })
+    .await?;
+    let logs = ackemu_ok(&["logs", "--data-dir", d, "apiserver"])?;
+    if !logs.contains(&format!(
+        "ackemu supervise: apiserver (pid {child}) ended with signal 9"
+    )) {
+        return Err(fail(format!(
+            "the apiserver log does not say it was restarted (now pid {again}):\n{logs}"
         )));
     }
     if host_addresses().contains("192.168.") {
@@ -141,8 +164,9 @@ async fn check_running_cluster(d: &str, state: &serde_json::Value) -> TestResult
             host_addresses()
         )));
     }
-    let status = ackemu_ok(&["status", "--data-dir", d])?;
-    for c in [
+    // Components that lost their lease while the API server was down
+    // exit and are restarted too: wait for all of them.
+    let components = [
         "store-0",
         "store-1",
         "store-2",
@@ -150,14 +174,31 @@ async fn check_running_cluster(d: &str, state: &serde_json::Value) -> TestResult
         "forward",
         "apiserver",
         "controller-manager",
-    ] {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(c))
-            .ok_or_else(|| fail(format!("{c} missing from status:\n{status}")))?;
-        if !line.contains("running") || !line.ends_with("ready") {
-            return Err(fail(format!("{c} not running and ready: {line}")));
+    ];
+    let not_ready = |status: &str| -> Option<String> {
+        components
+            .iter()
+            .find_map(|c| match status.lines().find(|l| l.starts_with(c)) {
+                None => Some(format!("{c} missing from status:\n{status}")),
+                Some(l) if !l.contains("running") || !l.ends_with("ready") => {
+                    Some(format!("{c} not running and ready: {l}"))
+                }
+                Some(_) => None,
+            })
+    };
+    let mut last = String::new();
+    let all_ready = eventually("every component running and ready", 90, || {
+        let (ok, out, err) = ackemu(&["status", "--data-dir", d]);
+        match (ok, not_ready(&out)) {
+            (false, _) => last = err,
+            (true, Some(why)) => last = why,
+            (true, None) => return Some(()),
         }
+        None
+    })
+    .await;
+    if all_ready.is_err() {
+        return Err(fail(last));
     }
     let logs = ackemu_ok(&["logs", "--data-dir", d, "apiserver"])?;
     if !logs.contains("serving the Kubernetes API") {
@@ -210,6 +251,24 @@ fn kubectl_in(d: &str, args: &[&str]) -> (bool, String) {
         ),
         Err(e) => (false, e.to_string()),
     }
+}
+
+/// The processes whose parent is `pid`.
+fn children(pid: u64) -> Vec<u64> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|st| {
+                    let ppid = st.rsplit_once(')')?.1.split_whitespace().nth(1)?.to_owned();
+                    ppid.parse::<u64>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
 }
 
 /// Polls `f` (bounded, real time) until it yields a value.

@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
+use super::util::json_of;
 use crate::cluster::Cluster;
 use crate::scenario::{Phase, Run};
 
@@ -27,16 +28,6 @@ pub const TITLE: &str = "namespace-stuck-terminating";
 
 const APISERVICE: &str = "v1beta1.metrics.k8s.io";
 const UNAVAILABLE: &str = "the server is currently unable to handle the request";
-
-async fn json_of(c: &impl Cluster, args: &[&str]) -> anyhow::Result<Value> {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = c
-        .kubectl(&all)
-        .await?
-        .ok(&format!("kubectl {}", args.join(" ")))?;
-    Ok(serde_json::from_str(&out)?)
-}
 
 fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
     obj["status"]["conditions"]

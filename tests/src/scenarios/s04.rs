@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::Value;
 
+use super::util::json_of as json;
 use crate::cluster::Cluster;
 use crate::scenario::{Phase, Run};
 
@@ -17,16 +18,6 @@ pub const TITLE: &str = "sg-pod-cidr-rule-removed";
 
 const POD_CIDR: &str = "172.16.0.0/16";
 const CLIENT: &str = "s04-client";
-
-async fn json(c: &impl Cluster, args: &[&str]) -> anyhow::Result<Value> {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = c
-        .kubectl(&all)
-        .await?
-        .ok(&format!("kubectl {}", args.join(" ")))?;
-    Ok(serde_json::from_str(&out)?)
-}
 
 fn ready(pod: &Value) -> bool {
     pod["status"]["conditions"]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::Value;
 
+use super::util::json_of as json;
 use crate::cluster::Cluster;
 use crate::scenario::{Phase, Run};
 
@@ -16,16 +17,6 @@ pub const ID: &str = "S05";
 pub const TITLE: &str = "sg-node-moved-out";
 
 const POD: &str = "s05-web";
-
-async fn json(c: &impl Cluster, args: &[&str]) -> anyhow::Result<Value> {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = c
-        .kubectl(&all)
-        .await?
-        .ok(&format!("kubectl {}", args.join(" ")))?;
-    Ok(serde_json::from_str(&out)?)
-}
 
 /// The instance id in a node's providerID (`<region>.<id>`).
 fn instance_of(node: &Value) -> Option<String> {

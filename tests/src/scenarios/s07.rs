@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
+use super::util::json_of as json;
 use crate::cluster::Cluster;
 use crate::scenario::{Phase, Run};
 
@@ -26,16 +27,6 @@ const TOOLBOX: &str = "s07-toolbox";
 /// The bookinfo services the scenario meshes.
 const APPS: &[&str] = &["details-v1", "ratings-v1"];
 const NOT_READY: &str = "Envoy proxy is NOT ready: config not received from Pilot (is Pilot running?): cds updates: 0 successful, 0 rejected; lds updates: 0 successful, 0 rejected";
-
-async fn json(c: &impl Cluster, args: &[&str]) -> anyhow::Result<Value> {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = c
-        .kubectl(&all)
-        .await?
-        .ok(&format!("kubectl {}", args.join(" ")))?;
-    Ok(serde_json::from_str(&out)?)
-}
 
 /// `kubectl create -f` of `obj` (through a file, as a user would).
 async fn create(c: &impl Cluster, obj: &Value) -> anyhow::Result<String> {

@@ -24,6 +24,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use super::util::{condition, create, items, json_of, name};
 use crate::cluster::Cluster;
 use crate::scenario::{Phase, Run};
 
@@ -36,32 +37,6 @@ pub const UP_ARGS: &[&str] = &["--autoscaler"];
 pub const NODES: usize = 2;
 /// Margin, in millicores, above a bound a request must exceed.
 const MARGIN_M: i64 = 10;
-
-async fn json_of(c: &impl Cluster, args: &[&str]) -> anyhow::Result<Value> {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = c
-        .kubectl(&all)
-        .await?
-        .ok(&format!("kubectl {}", args.join(" ")))?;
-    Ok(serde_json::from_str(&out)?)
-}
-
-fn items(v: &Value) -> impl Iterator<Item = &Value> {
-    v["items"].as_array().into_iter().flatten()
-}
-
-fn name(v: &Value) -> &str {
-    v["metadata"]["name"].as_str().unwrap_or("")
-}
-
-fn condition(obj: &Value, kind: &str) -> bool {
-    obj["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == kind && c["status"] == "True")
-}
 
 /// A CPU quantity in millicores (`2`, `1500m`, `0.5`).
 pub fn milli_cpu(q: &str) -> Option<i64> {
@@ -135,21 +110,6 @@ pub fn plan(alloc_m: i64, free_m: &[i64]) -> anyhow::Result<Plan> {
         web_m,
         worker_m,
     })
-}
-
-async fn create(c: &impl Cluster, obj: &Value) -> anyhow::Result<()> {
-    let file = std::env::temp_dir().join(format!(
-        "ackemu-s09-{}-{}.json",
-        std::process::id(),
-        name(obj)
-    ));
-    std::fs::write(&file, obj.to_string())?;
-    let out = c
-        .kubectl(&["create", "-f", &file.display().to_string()])
-        .await;
-    let _ = std::fs::remove_file(&file);
-    out?.ok(&format!("creating {}", name(obj)))?;
-    Ok(())
 }
 
 fn deployment(name: &str, replicas: u32, cpu_m: i64) -> Value {

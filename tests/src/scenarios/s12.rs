@@ -9,21 +9,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::Value;
 
+use super::util::json_of as json;
 use crate::cluster::Cluster;
 use crate::scenario::{Phase, Run};
 
 pub const ID: &str = "S12";
 pub const TITLE: &str = "node-released-out-of-band";
-
-async fn json(c: &impl Cluster, args: &[&str]) -> anyhow::Result<Value> {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = c
-        .kubectl(&all)
-        .await?
-        .ok(&format!("kubectl {}", args.join(" ")))?;
-    Ok(serde_json::from_str(&out)?)
-}
 
 fn ready(obj: &Value) -> bool {
     obj["status"]["conditions"]
