@@ -48,6 +48,14 @@ impl Backoff {
         }
     }
 
+    /// `IsInBackOffSinceUpdate`: when `key`'s back-off, counted from its
+    /// last bump, ends — `None` when `now` is past it (or there is none).
+    pub fn in_backoff_since_update(&self, key: &str, now_ms: i64) -> Option<i64> {
+        let e = self.entries.get(key)?;
+        let until = e.last_update_ms + e.backoff.as_millis() as i64;
+        (!self.expired(e, now_ms) && now_ms < until).then_some(until)
+    }
+
     /// When the back-off counted from `event_ms` ends.
     pub fn until_ms(&self, key: &str, event_ms: i64) -> i64 {
         event_ms + self.get(key).as_millis() as i64

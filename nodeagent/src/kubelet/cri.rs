@@ -154,6 +154,7 @@ pub enum Entry {
 #[derive(Clone)]
 pub struct Cri {
     client: RuntimeServiceClient<Channel>,
+    images: pb::image_service_client::ImageServiceClient<Channel>,
 }
 
 fn ns_to_sort(v: i64) -> std::cmp::Reverse<i64> {
@@ -163,13 +164,55 @@ fn ns_to_sort(v: i64) -> std::cmp::Reverse<i64> {
 impl Cri {
     /// A client over the unix socket at `path` (connects lazily).
     pub fn new(path: &Path) -> Cri {
+        let channel = crate::uds::channel(path);
         Cri {
-            client: RuntimeServiceClient::new(crate::uds::channel(path)),
+            client: RuntimeServiceClient::new(channel.clone()),
+            images: pb::image_service_client::ImageServiceClient::new(channel),
         }
     }
 
     fn c(&self) -> RuntimeServiceClient<Channel> {
         self.client.clone()
+    }
+
+    /// ImageStatus: the image, if the node has it.
+    pub async fn image_status(&self, image: &str) -> Result<Option<pb::Image>, CriError> {
+        Ok(self
+            .images
+            .clone()
+            .image_status(pb::ImageStatusRequest {
+                image: Some(pb::ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await?
+            .into_inner()
+            .image)
+    }
+
+    /// PullImage with optional credentials; the image reference.
+    pub async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<pb::AuthConfig>,
+        sandbox_config: pb::PodSandboxConfig,
+    ) -> Result<String, CriError> {
+        Ok(self
+            .images
+            .clone()
+            .pull_image(pb::PullImageRequest {
+                image: Some(pb::ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                auth,
+                sandbox_config: Some(sandbox_config),
+            })
+            .await?
+            .into_inner()
+            .image_ref)
     }
 
     /// Version.

@@ -16,6 +16,7 @@ pub mod backoff;
 pub mod cri;
 pub mod events;
 pub mod goduration;
+pub mod images;
 pub mod node;
 pub mod pleg;
 pub mod podenv;

@@ -994,7 +994,9 @@ impl Kubelet {
             b.next(&key, finished_ms);
         }
         let attempt = latest.as_ref().map_or(0, |l| l.attempt + 1);
-        let image = c.image.clone().unwrap_or_default();
+        if let Some(wait) = self.ensure_image(pod, c, &r, sb_config).await {
+            return wait;
+        }
         let config = match self.container_config(pod, c, sb, attempt).await {
             Ok(cfg) => cfg,
             Err(e) => {
@@ -1010,7 +1012,6 @@ impl Kubelet {
                 let _ = k.cri.remove_container(&old.id).await;
             }
         }
-        let _ = image;
         let id = match k
             .cri
             .create_container(&sb.id, config, sb_config.clone())
@@ -1050,6 +1051,140 @@ impl Kubelet {
             w.remove(&c.name);
         }
         None
+    }
+
+    /// `EnsureImageExists`: pull the container's image if its policy and
+    /// the node say so, with the pod's pull secrets, reporting as the
+    /// kubelet does. `Some(when to look again)` when the container cannot
+    /// start yet.
+    async fn ensure_image(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        r: &ObjectRef,
+        sb_config: &pb::PodSandboxConfig,
+    ) -> Option<Option<Duration>> {
+        use super::images::{self, Decision, PullPolicy};
+        let k = self.k();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let image = c.image.clone().unwrap_or_default();
+        let present = if images::preloaded(&image) {
+            true
+        } else {
+            match k.cri.image_status(&image).await {
+                Ok(i) => i.is_some(),
+                Err(e) => {
+                    let msg = format!("Failed to inspect image {image:?}: {e}");
+                    k.recorder.record(r, Kind::Warning, "InspectFailed", &msg);
+                    self.set_waiting(&uid, &c.name, "ImageInspectError", &msg);
+                    return Some(None);
+                }
+            }
+        };
+        let policy = if images::preloaded(&image) {
+            PullPolicy::IfNotPresent
+        } else {
+            PullPolicy::of(c.image_pull_policy.as_deref(), &image)
+        };
+        match images::decide(policy, present) {
+            Decision::Present => {
+                k.recorder
+                    .record(r, Kind::Normal, "Pulled", &images::already_present(&image));
+                None
+            }
+            Decision::NeverPull => {
+                let msg = images::never_pull(&image);
+                k.recorder
+                    .record(r, Kind::Warning, "ErrImageNeverPull", &msg);
+                self.set_waiting(&uid, &c.name, "ErrImageNeverPull", &msg);
+                Some(None)
+            }
+            Decision::Pull => {
+                let key = format!("{ns}/{name}/{uid}/pull:{image}");
+                let now_ms = k.clock.wall_unix_ms();
+                let backing_off = k.backoff.lock().in_backoff_since_update(&key, now_ms);
+                if let Some(until) = backing_off {
+                    let msg = images::back_off(&image);
+                    k.recorder.record(r, Kind::Normal, "BackOff", &msg);
+                    self.set_waiting(&uid, &c.name, "ImagePullBackOff", &msg);
+                    let left = Duration::from_millis((until - now_ms).max(0) as u64);
+                    return Some(Some(left + Duration::from_millis(100)));
+                }
+                k.recorder
+                    .record(r, Kind::Normal, "Pulling", &images::pulling(&image));
+                let mut secrets = Vec::new();
+                for s in pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.image_pull_secrets.as_ref())
+                    .into_iter()
+                    .flatten()
+                {
+                    match self.get_object("secret", &ns, &s.name).await {
+                        Ok(v) => secrets.push(v),
+                        Err(e) => tracing::warn!(
+                            "Unable to retrieve pull secret {ns}/{}: {e}; the image pull may not succeed",
+                            s.name
+                        ),
+                    }
+                }
+                let creds = images::credentials(&secrets, images::registry(&image).unwrap_or(""));
+                let started = k.clock.now();
+                let mut result = Err(String::new());
+                let attempts: Vec<Option<pb::AuthConfig>> = if creds.is_empty() {
+                    vec![None]
+                } else {
+                    creds.into_iter().map(Some).collect()
+                };
+                for auth in attempts {
+                    result = k
+                        .cri
+                        .pull_image(&image, auth, sb_config.clone())
+                        .await
+                        .map_err(|e| e.to_string());
+                    if result.is_ok() {
+                        break;
+                    }
+                }
+                match result {
+                    Ok(_) => {
+                        let secs = k
+                            .clock
+                            .now()
+                            .saturating_duration_since(started)
+                            .as_secs_f64();
+                        let size = match k.cri.image_status(&image).await {
+                            Ok(Some(i)) => i.size,
+                            _ => 0,
+                        };
+                        k.backoff.lock().forget_prefix(&key);
+                        k.recorder.record(
+                            r,
+                            Kind::Normal,
+                            "Pulled",
+                            &images::pulled(&image, secs, size),
+                        );
+                        None
+                    }
+                    Err(err) => {
+                        k.recorder.record(
+                            r,
+                            Kind::Warning,
+                            "Failed",
+                            &images::failed(&image, &err),
+                        );
+                        k.recorder
+                            .record(r, Kind::Warning, "Failed", "Error: ErrImagePull");
+                        self.set_waiting(&uid, &c.name, "ErrImagePull", &err);
+                        let mut b = k.backoff.lock();
+                        b.next(&key, now_ms);
+                        Some(Some(b.get(&key) + Duration::from_millis(100)))
+                    }
+                }
+            }
+        }
     }
 
     fn set_waiting(&self, uid: &str, name: &str, reason: &str, message: &str) {

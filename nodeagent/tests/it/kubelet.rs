@@ -497,7 +497,7 @@ pub fn app_pod(name: &str) -> Value {
             "nodeName": format!("node-{}", std::process::id()),
             "terminationGracePeriodSeconds": 5,
             "containers": [{
-                "name": "app", "image": "registry.local/ackemu/app:1.0",
+                "name": "app", "image": "app",
                 "ports": [{"name": "http", "containerPort": 2580}],
                 "env": [{"name": "MY_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
                 "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 2},
@@ -771,6 +771,112 @@ async fn a_crashing_container_backs_off() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", rig.logs()));
+}
+
+/// An image from a registry nobody answers: the kubelet pulls through
+/// the runtime, reports ErrImagePull with the runtime's error, then backs
+/// off (ImagePullBackOff, "Back-off pulling image"); a preloaded short
+/// name is "already present"; policy Never on an absent image is
+/// ErrImageNeverPull.
+#[tokio::test]
+async fn image_pulls_fail_back_off_and_respect_the_pull_policy() {
+    if !can_netns("image_pulls_fail_back_off_and_respect_the_pull_policy") {
+        return;
+    }
+    let rig = Rig::start(20.0, &[]).await.expect("rig");
+    rig.wait_ready("True", Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", rig.logs()));
+    // Port 1 on loopback: connection refused.
+    let image = "127.0.0.1:1/ackemu/app:1.0";
+    let mut pod = app_pod("nopull");
+    pod["spec"]["containers"][0]["image"] = json!(image);
+    rig.create_pod(pod).await.unwrap();
+    let mut never = app_pod("never");
+    never["spec"]["containers"][0]["image"] = json!("127.0.0.1:1/ackemu/absent:2");
+    never["spec"]["containers"][0]["imagePullPolicy"] = json!("Never");
+    rig.create_pod(never).await.unwrap();
+    let waiting = |p: &Value| {
+        let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+        (
+            w["reason"].as_str().unwrap_or("").to_owned(),
+            w["message"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let (_, err) = eventually(
+        "nopull in ErrImagePull",
+        Duration::from_secs(60),
+        || async {
+            let w = waiting(&rig.pod("nopull").await?);
+            Ok((w.0 == "ErrImagePull").then_some(w))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", rig.logs()));
+    assert!(err.contains(image), "{err}");
+    eventually(
+        "nopull in ImagePullBackOff",
+        Duration::from_secs(60),
+        || async {
+            let w = waiting(&rig.pod("nopull").await?);
+            Ok(
+                (w.0 == "ImagePullBackOff" && w.1 == format!("Back-off pulling image {image:?}"))
+                    .then_some(()),
+            )
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", rig.logs()));
+    let events = rig.events_for("nopull").await.unwrap();
+    let has = |reason: &str, prefix: &str| {
+        events.iter().any(|e| {
+            e["reason"] == reason && e["message"].as_str().unwrap_or("").starts_with(prefix)
+        })
+    };
+    assert!(
+        has("Pulling", &format!("Pulling image {image:?}")),
+        "{events:?}"
+    );
+    assert!(
+        has("Failed", &format!("Failed to pull image {image:?}: ")),
+        "{events:?}"
+    );
+    assert!(has("Failed", "Error: ErrImagePull"), "{events:?}");
+    assert!(
+        has("BackOff", &format!("Back-off pulling image {image:?}")),
+        "{events:?}"
+    );
+    let (reason, msg) = eventually(
+        "never in ErrImageNeverPull",
+        Duration::from_secs(60),
+        || async {
+            let w = waiting(&rig.pod("never").await?);
+            Ok((w.0 == "ErrImageNeverPull").then_some(w))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", rig.logs()));
+    assert_eq!(reason, "ErrImageNeverPull");
+    assert_eq!(
+        msg,
+        "Container image \"127.0.0.1:1/ackemu/absent:2\" is not present with pull policy of Never"
+    );
+    // The preloaded image of the other tests needs no pull.
+    rig.create_pod(app_pod("local")).await.unwrap();
+    eventually("local to run", Duration::from_secs(60), || async {
+        let p = rig.pod("local").await?;
+        Ok(p["status"]["containerStatuses"][0]["state"]["running"]
+            .is_object()
+            .then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", rig.logs()));
+    let events = rig.events_for("local").await.unwrap();
+    assert!(
+        events.iter().any(|e| e["reason"] == "Pulled"
+            && e["message"] == "Container image \"app\" already present on machine"),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
