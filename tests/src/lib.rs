@@ -34,6 +34,7 @@ pub async fn run_on(s: &Scenario, c: &impl cluster::Cluster) -> Run {
         scenarios::s07::ID => scenarios::s07::run(c, &mut r).await,
         scenarios::s09::ID => scenarios::s09::run(c, &mut r).await,
         scenarios::s10::ID => scenarios::s10::run(c, &mut r).await,
+        scenarios::s11::ID => scenarios::s11::run(c, &mut r).await,
         scenarios::s12::ID => scenarios::s12::run(c, &mut r).await,
         scenarios::s13::ID => scenarios::s13::run(c, &mut r).await,
         scenarios::s14::ID => scenarios::s14::run(c, &mut r).await,

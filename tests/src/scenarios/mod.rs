@@ -6,6 +6,7 @@ pub mod s05;
 pub mod s07;
 pub mod s09;
 pub mod s10;
+pub mod s11;
 pub mod s12;
 pub mod s13;
 pub mod s14;
@@ -54,6 +55,13 @@ pub const ALL: &[Scenario] = &[
         id: s10::ID,
         title: s10::TITLE,
         nodes: s10::NODES as u32,
+        store_quota_bytes: 0,
+        up_args: &[],
+    },
+    Scenario {
+        id: s11::ID,
+        title: s11::TITLE,
+        nodes: s11::NODES as u32,
         store_quota_bytes: 0,
         up_args: &[],
     },

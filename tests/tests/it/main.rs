@@ -82,6 +82,11 @@ async fn s10_node_join_trust() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s11_private_image_pull() {
+    scenario("S11").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s13_store_leader_loss() {
     scenario("S13").await;
 }

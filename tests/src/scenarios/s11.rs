@@ -1,0 +1,248 @@
+//! S11 private-image-pull (镜像拉取这件小事): a Deployment uses an image
+//! of a private repository in the cloud's container registry and no pull
+//! secret is set. The kubelet asks the runtime to pull; the registry
+//! answers the manifest request with a Bearer challenge and its token
+//! server refuses an anonymous token for a private repository, so the pod
+//! waits in `ErrImagePull` / `ImagePullBackOff` with containerd's
+//! `unauthorized: authentication required`. Healing is what the article
+//! does: a `docker-registry` secret with the registry's temporary login
+//! (`cr GetAuthorizationToken`), referenced by the namespace's default
+//! ServiceAccount — admission adds it to the pods created from then on —
+//! and the new pod pulls and runs.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use super::util::{cloud_json, create, items, json_of};
+use crate::cluster::Cluster;
+use crate::scenario::{Phase, Run};
+
+pub const ID: &str = "S11";
+pub const TITLE: &str = "private-image-pull";
+
+/// Workers the cluster starts with.
+pub const NODES: usize = 1;
+/// The registry as nodes reach it (the VPC's cloud service range).
+const REGISTRY: &str = "100.100.0.20";
+const NAMESPACE: &str = "s11-private";
+const APP: &str = "s11-web";
+const SECRET: &str = "acr-credential";
+
+fn image() -> String {
+    format!("{REGISTRY}/{NAMESPACE}/app:1.0")
+}
+
+/// The live pods of the Deployment with their first container's state:
+/// (name, waiting reason, waiting message, running).
+async fn pods(c: &impl Cluster) -> anyhow::Result<Vec<(String, String, String, bool)>> {
+    let v = json_of(c, &["get", "pods", "-l", &format!("app={APP}")]).await?;
+    Ok(items(&v)
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let st = &p["status"]["containerStatuses"][0]["state"];
+            let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+            (
+                text(&p["metadata"]["name"]),
+                text(&st["waiting"]["reason"]),
+                text(&st["waiting"]["message"]),
+                st["running"].is_object(),
+            )
+        })
+        .collect())
+}
+
+/// Events of `reason` about `pod`: their messages.
+async fn events(c: &impl Cluster, pod: &str, reason: &str) -> anyhow::Result<Vec<String>> {
+    let v = json_of(
+        c,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={pod},reason={reason}"),
+        ],
+    )
+    .await?;
+    Ok(items(&v)
+        .filter_map(|e| e["message"].as_str().map(str::to_owned))
+        .collect())
+}
+
+pub async fn run(c: &impl Cluster, r: &mut Run) -> anyhow::Result<()> {
+    r.phase(Phase::Setup);
+    r.eventually(
+        "the worker is Ready",
+        Duration::from_secs(900),
+        || async move {
+            let nodes = json_of(c, &["get", "nodes"]).await?;
+            let ready = items(&nodes)
+                .filter(|n| {
+                    n["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+                .count();
+            Ok((ready == NODES).then(|| ((), format!("{ready} Ready"))))
+        },
+    )
+    .await?;
+    cloud_json(c, "cr", "CreateNamespace", &[("Namespace", NAMESPACE)]).await?;
+    cloud_json(
+        c,
+        "cr",
+        "CreateRepo",
+        &[
+            ("RepoNamespace", NAMESPACE),
+            ("RepoName", "app"),
+            ("RepoType", "PRIVATE"),
+        ],
+    )
+    .await?;
+    cloud_json(
+        c,
+        "cr",
+        "PutImageTag",
+        &[
+            ("RepoNamespace", NAMESPACE),
+            ("RepoName", "app"),
+            ("Tag", "1.0"),
+            ("Program", "app"),
+        ],
+    )
+    .await?;
+    r.step(
+        "a private repository in the container registry",
+        format!("{} (RepoType PRIVATE)", image()),
+    );
+
+    r.phase(Phase::Inject);
+    create(
+        c,
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": APP, "namespace": "default"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": APP}},
+                "template": {"metadata": {"labels": {"app": APP}},
+                    "spec": {"containers": [{"name": "app", "image": image()}]}}}}),
+    )
+    .await?;
+    r.step(
+        "a Deployment uses the private image without a pull secret",
+        format!("deployment {APP}: image {}", image()),
+    );
+
+    r.phase(Phase::Observe);
+    let (pod, msg) = r
+        .eventually(
+            "the pod waits in ErrImagePull: unauthorized",
+            Duration::from_secs(600),
+            || async move {
+                Ok(pods(c)
+                    .await?
+                    .into_iter()
+                    .find(|p| {
+                        p.1 == "ErrImagePull"
+                            && p.2.contains("unauthorized: authentication required")
+                    })
+                    .map(|p| ((p.0.clone(), p.2.clone()), format!("{}: {}", p.0, p.2))))
+            },
+        )
+        .await?;
+    anyhow::ensure!(
+        msg.contains(&format!("failed to pull and unpack image \"{}\"", image())),
+        "the ErrImagePull message does not name the image: {msg}"
+    );
+    r.eventually("then ImagePullBackOff", Duration::from_secs(900), || {
+        let pod = pod.clone();
+        async move {
+            Ok(pods(c)
+                .await?
+                .into_iter()
+                .find(|p| p.0 == pod && p.1 == "ImagePullBackOff")
+                .map(|p| ((), format!("{}: {}", p.0, p.2))))
+        }
+    })
+    .await?;
+    let failed = events(c, &pod, "Failed").await?;
+    let line = failed
+        .iter()
+        .find(|m| m.starts_with(&format!("Failed to pull image \"{}\": ", image())))
+        .with_context(|| format!("no Failed to pull image event: {failed:?}"))?;
+    r.step("kubectl describe pod: the kubelet's event", line.clone());
+
+    r.phase(Phase::Heal);
+    let login = cloud_json(c, "cr", "GetAuthorizationToken", &[]).await?;
+    let user = login["data"]["tempUserName"]
+        .as_str()
+        .context("GetAuthorizationToken without tempUserName")?
+        .to_owned();
+    let password = login["data"]["authorizationToken"]
+        .as_str()
+        .context("GetAuthorizationToken without authorizationToken")?
+        .to_owned();
+    c.kubectl(&[
+        "create",
+        "secret",
+        "docker-registry",
+        SECRET,
+        &format!("--docker-server={REGISTRY}"),
+        &format!("--docker-username={user}"),
+        &format!("--docker-password={password}"),
+    ])
+    .await?
+    .ok("kubectl create secret docker-registry")?;
+    c.kubectl(&[
+        "patch",
+        "serviceaccount",
+        "default",
+        "-p",
+        &json!({"imagePullSecrets": [{"name": SECRET}]}).to_string(),
+    ])
+    .await?
+    .ok("adding the pull secret to the default ServiceAccount")?;
+    r.step(
+        "a docker-registry secret with the registry's temporary login, on the default ServiceAccount",
+        format!("secret {SECRET} ({user}@{REGISTRY}); serviceaccount default imagePullSecrets [{SECRET}]"),
+    );
+    c.kubectl(&["delete", "pod", &pod, "--wait=false"])
+        .await?
+        .ok("deleting the waiting pod")?;
+    r.step(
+        "the waiting pod is deleted",
+        format!("{pod}: its ReplicaSet creates a new one"),
+    );
+
+    r.phase(Phase::Recover);
+    let fresh = r
+        .eventually(
+            "the new pod pulls the image and runs",
+            Duration::from_secs(900),
+            || {
+                let pod = pod.clone();
+                async move {
+                    Ok(pods(c)
+                        .await?
+                        .into_iter()
+                        .find(|p| p.0 != pod && p.3)
+                        .map(|p| (p.0.clone(), format!("{} Running", p.0))))
+                }
+            },
+        )
+        .await?;
+    let spec = json_of(c, &["get", "pod", &fresh]).await?;
+    anyhow::ensure!(
+        spec["spec"]["imagePullSecrets"][0]["name"] == SECRET,
+        "admission did not add the ServiceAccount's pull secret: {}",
+        spec["spec"]["imagePullSecrets"]
+    );
+    let pulled = events(c, &fresh, "Pulled").await?;
+    let line = pulled
+        .iter()
+        .find(|m| m.starts_with(&format!("Successfully pulled image \"{}\"", image())))
+        .with_context(|| format!("no Successfully pulled event: {pulled:?}"))?;
+    r.step("the kubelet's event", format!("{fresh}: {line}"));
+    Ok(())
+}
