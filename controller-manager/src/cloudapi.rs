@@ -36,6 +36,8 @@ pub const METADATA_ENDPOINT: &str = "http://100.100.100.200";
 pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
 /// Bound on one metadata request.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// A cloud call's deadline once connected (the SDKs' read timeout).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A product of the cloud API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -392,7 +394,8 @@ impl CloudClient {
                 req.metadata_mut().insert(k, v);
             }
         }
-        req.set_timeout(Duration::from_secs(30));
+        // The Alibaba Cloud SDKs' read timeout.
+        req.set_timeout(READ_TIMEOUT);
         let ch = self.channel.clone();
         let res = match product {
             Product::Ecs => pb::ecs_client::EcsClient::new(ch).invoke(req).await,

@@ -15,6 +15,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use sha2::Digest as _;
 
+use ackemu_base::clock::Clock;
+
 use super::{Runtime, RuntimeError};
 
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -160,13 +162,29 @@ fn percent(s: &str) -> String {
     out
 }
 
-async fn get(url: &str, headers: &[(&str, String)]) -> Result<Reply, String> {
+/// containerd's resolver dials with Go's default 30 s dialer timeout.
+const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn get(url: &str, headers: &[(&str, String)], clock: &Clock) -> Result<Reply, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("invalid url {url}: {e}"))?;
     let host = uri.host().ok_or_else(|| format!("no host in {url}"))?;
     let addr = format!("{host}:{}", uri.port_u16().unwrap_or(80));
-    let tcp = tokio::net::TcpStream::connect(&addr)
+    let tcp = match clock
+        .timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect(&addr))
         .await
-        .map_err(|e| format!("failed to do request: Get \"{url}\": dial tcp {addr}: {e}"))?;
+    {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            return Err(format!(
+                "failed to do request: Get \"{url}\": dial tcp {addr}: {e}"
+            ));
+        }
+        Err(_) => {
+            return Err(format!(
+                "failed to do request: Get \"{url}\": dial tcp {addr}: i/o timeout"
+            ));
+        }
+    };
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .map_err(|e| format!("failed to do request: Get \"{url}\": {e}"))?;
@@ -224,6 +242,7 @@ fn server_message(body: &[u8]) -> String {
 
 /// One resolver session: the token it obtained is reused for blobs.
 struct Session<'a> {
+    clock: &'a Clock,
     base: String,
     basic: Option<String>,
     token: Option<String>,
@@ -245,7 +264,7 @@ impl Session<'_> {
             if let Some(t) = &self.token {
                 h.push(("authorization", format!("Bearer {t}")));
             }
-            let r = get(&url, &h).await.map_err(|e| self.fail(e))?;
+            let r = get(&url, &h, self.clock).await.map_err(|e| self.fail(e))?;
             if r.status != 401 {
                 return Ok(r);
             }
@@ -281,7 +300,7 @@ impl Session<'_> {
         if let Some(b) = &self.basic {
             h.push(("authorization", format!("Basic {b}")));
         }
-        let r = get(&url, &h)
+        let r = get(&url, &h, self.clock)
             .await
             .map_err(|e| self.fail(format!("failed to authorize: {e}")))?;
         if r.status != 200 {
@@ -310,9 +329,14 @@ impl Session<'_> {
 }
 
 /// Pull `image` from its registry with `auth`.
-pub async fn pull(image: &str, auth: Option<&pb::AuthConfig>) -> Result<Pulled, String> {
+pub async fn pull(
+    image: &str,
+    auth: Option<&pb::AuthConfig>,
+    clock: &Clock,
+) -> Result<Pulled, String> {
     let r = Reference::parse(image)?;
     let mut s = Session {
+        clock,
         base: format!("http://{}", r.registry),
         basic: auth.and_then(basic_auth),
         token: None,
@@ -390,7 +414,7 @@ impl Runtime {
     /// PullImage: fetch and remember the image.
     pub async fn pull_image(&self, req: pb::PullImageRequest) -> Result<String, RuntimeError> {
         let image = req.image.unwrap_or_default().image;
-        let p = pull(&image, req.auth.as_ref())
+        let p = pull(&image, req.auth.as_ref(), &self.clock)
             .await
             .map_err(RuntimeError::Internal)?;
         tracing::info!(

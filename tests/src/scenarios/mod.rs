@@ -3,6 +3,7 @@
 pub mod s03;
 pub mod s04;
 pub mod s05;
+pub mod s06;
 pub mod s07;
 pub mod s09;
 pub mod s10;
@@ -34,6 +35,13 @@ pub const ALL: &[Scenario] = &[
         id: s05::ID,
         title: s05::TITLE,
         nodes: 1,
+        store_quota_bytes: 0,
+        up_args: &[],
+    },
+    Scenario {
+        id: s06::ID,
+        title: s06::TITLE,
+        nodes: s06::NODES as u32,
         store_quota_bytes: 0,
         up_args: &[],
     },

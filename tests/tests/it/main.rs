@@ -72,6 +72,11 @@ async fn s05_sg_node_moved_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s06_sg_egress_blocks_cloud() {
+    scenario("S06").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s09_autoscale_by_reservation() {
     scenario("S09").await;
 }
