@@ -1,7 +1,6 @@
 //! The scenarios, end to end, each on a fresh local cluster built from
 //! this workspace's binaries (root: the cluster runs on the VPC data plane).
-//! S12 runs through `ackemu-e2e` but is not gated here yet: its
-//! rescheduling is slow under load.
+//! S07 runs through `ackemu-e2e` but is not gated here yet.
 
 use std::path::PathBuf;
 
@@ -89,6 +88,11 @@ async fn s10_node_join_trust() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s11_private_image_pull() {
     scenario("S11").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s12_node_released_out_of_band() {
+    scenario("S12").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
