@@ -220,6 +220,12 @@ impl CloudClient {
                 message: format!("invalid endpoint: {e}"),
             })?
             .connect_timeout(Duration::from_secs(5))
+            // A connection the network stopped carrying (a security group
+            // rule, a dropped flow) is noticed and replaced, as the SDKs'
+            // HTTP clients drop a connection whose read timed out.
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
             .connect_lazy();
         Ok(CloudClient {
             endpoint: endpoint.to_owned(),

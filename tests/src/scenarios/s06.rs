@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use super::util::{cloud_json, create, items, json_of};
+use super::util::{cloud_json, create, event_messages, items, json_of};
 use crate::cluster::Cluster;
 use crate::scenario::{Phase, Run};
 
@@ -156,10 +156,19 @@ pub async fn run(c: &impl Cluster, r: &mut Run) -> anyhow::Result<()> {
         || {
             let timeout = timeout.clone();
             async move {
-                Ok(app_pod(c)
+                // ErrImagePull lasts until the next sync: the kubelet's
+                // Failed event keeps the error.
+                let Some(p) = app_pod(c)
                     .await?
-                    .filter(|p| p.1 == "ErrImagePull" && p.2.contains(&timeout))
-                    .map(|p| ((), format!("{}: {}", p.0, p.2))))
+                    .filter(|p| p.1 == "ErrImagePull" || p.1 == "ImagePullBackOff")
+                else {
+                    return Ok(None);
+                };
+                let failed = event_messages(c, &p.0, "Failed").await?;
+                Ok(failed
+                    .into_iter()
+                    .find(|m| m.starts_with("Failed to pull image") && m.contains(&timeout))
+                    .map(|m| ((), format!("{} {}: {m}", p.0, p.1))))
             }
         },
     )

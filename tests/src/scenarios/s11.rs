@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use super::util::{cloud_json, create, items, json_of};
+use super::util::{cloud_json, create, event_messages as events, items, json_of};
 use crate::cluster::Cluster;
 use crate::scenario::{Phase, Run};
 
@@ -50,23 +50,6 @@ async fn pods(c: &impl Cluster) -> anyhow::Result<Vec<(String, String, String, b
                 st["running"].is_object(),
             )
         })
-        .collect())
-}
-
-/// Events of `reason` about `pod`: their messages.
-async fn events(c: &impl Cluster, pod: &str, reason: &str) -> anyhow::Result<Vec<String>> {
-    let v = json_of(
-        c,
-        &[
-            "get",
-            "events",
-            "--field-selector",
-            &format!("involvedObject.name={pod},reason={reason}"),
-        ],
-    )
-    .await?;
-    Ok(items(&v)
-        .filter_map(|e| e["message"].as_str().map(str::to_owned))
         .collect())
 }
 
@@ -135,25 +118,46 @@ pub async fn run(c: &impl Cluster, r: &mut Run) -> anyhow::Result<()> {
     );
 
     r.phase(Phase::Observe);
+    // ErrImagePull lasts until the next sync (the first back-off is 10 s
+    // of cluster time): the kubelet's events keep the error.
+    let want = format!("Failed to pull image \"{}\": ", image());
     let (pod, msg) = r
         .eventually(
-            "the pod waits in ErrImagePull: unauthorized",
+            "the pod fails ErrImagePull: unauthorized",
             Duration::from_secs(600),
-            || async move {
-                Ok(pods(c)
-                    .await?
-                    .into_iter()
-                    .find(|p| {
-                        p.1 == "ErrImagePull"
-                            && p.2.contains("unauthorized: authentication required")
-                    })
-                    .map(|p| ((p.0.clone(), p.2.clone()), format!("{}: {}", p.0, p.2))))
+            || {
+                let want = want.clone();
+                async move {
+                    for p in pods(c).await? {
+                        if p.1 != "ErrImagePull" && p.1 != "ImagePullBackOff" {
+                            continue;
+                        }
+                        let failed = events(c, &p.0, "Failed").await?;
+                        if let Some(m) = failed.iter().find(|m| {
+                            m.starts_with(&want)
+                                && m.contains("unauthorized: authentication required")
+                        }) {
+                            return Ok(Some((
+                                (p.0.clone(), m.clone()),
+                                format!("{} {}: {m}", p.0, p.1),
+                            )));
+                        }
+                    }
+                    Ok(None)
+                }
             },
         )
         .await?;
     anyhow::ensure!(
         msg.contains(&format!("failed to pull and unpack image \"{}\"", image())),
-        "the ErrImagePull message does not name the image: {msg}"
+        "the pull error does not name the image: {msg}"
+    );
+    anyhow::ensure!(
+        events(c, &pod, "Failed")
+            .await?
+            .iter()
+            .any(|m| m == "Error: ErrImagePull"),
+        "no 'Error: ErrImagePull' event for {pod}"
     );
     r.eventually("then ImagePullBackOff", Duration::from_secs(900), || {
         let pod = pod.clone();
@@ -166,13 +170,6 @@ pub async fn run(c: &impl Cluster, r: &mut Run) -> anyhow::Result<()> {
         }
     })
     .await?;
-    let failed = events(c, &pod, "Failed").await?;
-    let line = failed
-        .iter()
-        .find(|m| m.starts_with(&format!("Failed to pull image \"{}\": ", image())))
-        .with_context(|| format!("no Failed to pull image event: {failed:?}"))?;
-    r.step("kubectl describe pod: the kubelet's event", line.clone());
-
     r.phase(Phase::Heal);
     let login = cloud_json(c, "cr", "GetAuthorizationToken", &[]).await?;
     let user = login["data"]["tempUserName"]

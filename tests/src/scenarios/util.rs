@@ -36,6 +36,27 @@ pub fn condition(obj: &Value, kind: &str) -> bool {
         .any(|c| c["type"] == kind && c["status"] == "True")
 }
 
+/// The messages of the events of `reason` about the object `name`.
+pub async fn event_messages(
+    c: &impl Cluster,
+    name: &str,
+    reason: &str,
+) -> anyhow::Result<Vec<String>> {
+    let v = json_of(
+        c,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name},reason={reason}"),
+        ],
+    )
+    .await?;
+    Ok(items(&v)
+        .filter_map(|e| e["message"].as_str().map(str::to_owned))
+        .collect())
+}
+
 /// `kubectl create -f` of `obj`, through a temporary file.
 pub async fn create(c: &impl Cluster, obj: &Value) -> anyhow::Result<()> {
     let file = std::env::temp_dir().join(format!(

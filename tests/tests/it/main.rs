@@ -1,6 +1,5 @@
 //! The scenarios, end to end, each on a fresh local cluster built from
 //! this workspace's binaries (root: the cluster runs on the VPC data plane).
-//! S07 runs through `ackemu-e2e` but is not gated here yet.
 
 use std::path::PathBuf;
 
@@ -52,7 +51,14 @@ async fn scenario(id: &str) {
     .await;
     let report = ackemu_tests::report::table(std::slice::from_ref(&run));
     println!("{report}");
-    assert!(run.passed(), "{report}");
+    if !run.passed() {
+        // Keep the cluster's logs and state for whoever reads the failure.
+        let kept = tmp.keep();
+        panic!(
+            "{report}\nthe cluster's files are kept in {}",
+            kept.display()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,6 +79,11 @@ async fn s05_sg_node_moved_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s06_sg_egress_blocks_cloud() {
     scenario("S06").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s07_dns_service_ip_changed() {
+    scenario("S07").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
