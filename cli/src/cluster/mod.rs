@@ -896,17 +896,76 @@ pub async fn status(dir: DataDirArg) -> anyhow::Result<()> {
 pub struct LogsArgs {
     #[command(flatten)]
     pub dir: DataDirArg,
-    /// Component name as `ackemu status` lists it (e.g. apiserver, store-0).
+    /// Component name as `ackemu status` lists it (e.g. apiserver,
+    /// store-0); with `--node`, a unit of that node (kubelet, runtime,
+    /// cnid, proxy) or `attach` / `systemd`.
     pub component: String,
+    /// A worker's instance id: read its journal, as `journalctl -u` on the
+    /// node would.
+    #[arg(long)]
+    pub node: Option<String>,
     /// Only the last N lines.
     #[arg(long)]
     pub tail: Option<usize>,
+}
+
+/// The log file of `unit` on worker `node` (`nodes/<instance-id>/`).
+fn node_log_path(dir: &Path, node: &str, unit: &str) -> anyhow::Result<PathBuf> {
+    let root = dir.join("nodes").join(node);
+    if node.contains('/') || !root.is_dir() {
+        let nodes: Vec<String> = std::fs::read_dir(dir.join("nodes"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        anyhow::bail!(
+            "no node {node:?} in {}: expected one of {}",
+            dir.display(),
+            if nodes.is_empty() {
+                "(no workers yet)".to_owned()
+            } else {
+                nodes.join(", ")
+            }
+        );
+    }
+    let path = match unit {
+        "attach" | "systemd" => root.join(format!("{unit}.log")),
+        u => root
+            .join("journal")
+            .join(format!("{}.service.log", u.trim_end_matches(".service"))),
+    };
+    if !path.exists() {
+        let mut units: Vec<String> = std::fs::read_dir(root.join("journal"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let n = e.ok()?.file_name().into_string().ok()?;
+                n.strip_suffix(".service.log").map(str::to_owned)
+            })
+            .collect();
+        units.extend(["attach".to_owned(), "systemd".to_owned()]);
+        anyhow::bail!(
+            "node {node} has no log of {unit:?}: expected one of {}",
+            units.join(", ")
+        );
+    }
+    Ok(path)
 }
 
 /// Print a component's log.
 pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let st = load(&args.dir.data_dir)?
         .with_context(|| format!("no cluster in {}", args.dir.data_dir.display()))?;
+    if let Some(node) = &args.node {
+        let path = node_log_path(&args.dir.data_dir, node, &args.component)?;
+        let text = match args.tail {
+            Some(n) => process::tail(&path, n),
+            None => std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        };
+        println!("{text}");
+        return Ok(());
+    }
     if !st.processes.iter().any(|(n, _)| n == &args.component) {
         let names: Vec<&str> = st.processes.iter().map(|(n, _)| n.as_str()).collect();
         anyhow::bail!(

@@ -337,6 +337,33 @@ async fn check_workers(d: &str) -> TestResult {
     if nodes.lines().filter(|l| l.contains(" Ready ")).count() < 2 {
         return Err(fail(format!("want 2 Ready nodes:\n{nodes}")));
     }
+    // A worker's journal, as `journalctl -u kubelet` on the node.
+    let first = nodes.split_whitespace().next().unwrap_or("").to_owned();
+    let journal = ackemu_ok(&["logs", "--data-dir", d, "--node", &first, "kubelet"])?;
+    if !journal.contains("Starting kubelet") {
+        return Err(fail(format!("{first}'s kubelet journal:\n{journal}")));
+    }
+    let attach = ackemu_ok(&[
+        "logs",
+        "--data-dir",
+        d,
+        "--node",
+        &first,
+        "attach",
+        "--tail",
+        "50",
+    ])?;
+    if !attach.contains("This node has joined the cluster") {
+        return Err(fail(format!("{first}'s attach log:\n{attach}")));
+    }
+    let (ok, _, err) = ackemu(&["logs", "--data-dir", d, "--node", &first, "nosuch"]);
+    if ok || !err.contains("has no log of \"nosuch\": expected one of") {
+        return Err(fail(format!("an unknown unit: {err}")));
+    }
+    let (ok, _, err) = ackemu(&["logs", "--data-dir", d, "--node", "i-nosuch", "kubelet"]);
+    if ok || !err.contains(&first) {
+        return Err(fail(format!("an unknown node: {err}")));
+    }
     let (ok, out) = kubectl_in(
         d,
         &["create", "deployment", "web", "--image=app", "--replicas=2"],
