@@ -220,6 +220,27 @@ async fn ess_scale_out_boots_user_data_and_scale_in_releases() {
         .await,
         "InvalidParameter.Conflict"
     );
+    // Console output: an unknown instance is refused; a known one whose
+    // backend keeps no console answers an empty one.
+    assert_eq!(
+        err_code(
+            &c,
+            Product::Ecs,
+            "GetInstanceConsoleOutput",
+            &[("InstanceId", "i-nosuch")]
+        )
+        .await,
+        "InvalidInstanceId.NotFound"
+    );
+    let out = ok(
+        &c,
+        Product::Ecs,
+        "GetInstanceConsoleOutput",
+        &[("InstanceId", &ids[1])],
+    )
+    .await;
+    assert_eq!(out["InstanceId"], ids[1].as_str());
+    assert_eq!(out["ConsoleOutput"], "");
     // A modified configuration: instances created from now on get its
     // UserData; a bad one changes nothing.
     let conf_id = conf["ScalingConfigurationId"].as_str().unwrap().to_owned();

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use super::util::{cloud_json, create, event_messages, items, json_of};
+use super::util::{REGISTRY, create, event_messages, items, json_of, registry_app, workers_ready};
 use crate::cluster::Cluster;
 use crate::scenario::{Phase, Run};
 
@@ -25,13 +25,8 @@ pub const TITLE: &str = "sg-egress-blocks-cloud";
 /// Workers the cluster starts with.
 pub const NODES: usize = 1;
 const CLOUD_RANGE: &str = "100.64.0.0/10";
-const REGISTRY: &str = "100.100.0.20";
 const NAMESPACE: &str = "s06-public";
 const APP: &str = "s06-web";
-
-fn image() -> String {
-    format!("{REGISTRY}/{NAMESPACE}/app:1.0")
-}
 
 fn rule(sg: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -78,49 +73,12 @@ pub async fn run(c: &impl Cluster, r: &mut Run) -> anyhow::Result<()> {
     let sg = c
         .cloud_id("security_group")
         .context("the cluster security group")?;
-    r.eventually(
-        "the worker is Ready",
-        Duration::from_secs(900),
-        || async move {
-            let nodes = json_of(c, &["get", "nodes"]).await?;
-            let ready = items(&nodes)
-                .filter(|n| {
-                    n["status"]["conditions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-                .count();
-            Ok((ready == NODES).then(|| ((), format!("{ready} Ready"))))
-        },
-    )
-    .await?;
-    cloud_json(c, "cr", "CreateNamespace", &[("Namespace", NAMESPACE)]).await?;
-    cloud_json(
-        c,
-        "cr",
-        "CreateRepo",
-        &[
-            ("RepoNamespace", NAMESPACE),
-            ("RepoName", "app"),
-            ("RepoType", "PUBLIC"),
-        ],
-    )
-    .await?;
-    cloud_json(
-        c,
-        "cr",
-        "PutImageTag",
-        &[
-            ("RepoNamespace", NAMESPACE),
-            ("RepoName", "app"),
-            ("Tag", "1.0"),
-            ("Program", "app"),
-        ],
-    )
-    .await?;
-    r.step("an image in a public repository of the registry", image());
+    workers_ready(c, r, NODES).await?;
+    let image = registry_app(c, NAMESPACE, "PUBLIC").await?;
+    r.step(
+        "an image in a public repository of the registry",
+        image.clone(),
+    );
 
     r.phase(Phase::Inject);
     let deny = rule(&sg);
@@ -141,13 +99,13 @@ pub async fn run(c: &impl Cluster, r: &mut Run) -> anyhow::Result<()> {
             "metadata": {"name": APP, "namespace": "default"},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": APP}},
                 "template": {"metadata": {"labels": {"app": APP}},
-                    "spec": {"containers": [{"name": "app", "image": image(),
+                    "spec": {"containers": [{"name": "app", "image": image,
                         "ports": [{"containerPort": 2580}]}]}}}}),
     )
     .await?;
     r.step(
         "a Deployment of that image",
-        format!("deployment {APP}: image {}", image()),
+        format!("deployment {APP}: image {}", image),
     );
     let timeout = format!("dial tcp {REGISTRY}:80: i/o timeout");
     r.eventually(

@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::util::{condition, create, items, json_of, name};
+use super::util::{condition, create, items, json_of, name, node_ready};
 use crate::cluster::Cluster;
 use crate::scenario::{Phase, Run};
 
@@ -376,20 +376,11 @@ pub async fn run(c: &impl Cluster, r: &mut Run) -> anyhow::Result<()> {
         "its UserData attaches the node with the bootstrap token",
         format!("{new_instance}: ackemu-node attach --token {token_id}.<secret>"),
     );
-    r.eventually(
+    node_ready(
+        c,
+        r,
         "the new node registers and becomes Ready",
-        Duration::from_secs(900),
-        || {
-            let id = new_instance.clone();
-            async move {
-                let out = c.kubectl(&["get", "node", &id, "-o", "json"]).await?;
-                if !out.ok {
-                    return Ok(None);
-                }
-                let n: Value = serde_json::from_str(&out.stdout)?;
-                Ok(condition(&n, "Ready").then(|| ((), format!("node {id} Ready"))))
-            }
-        },
+        &new_instance,
     )
     .await?;
     r.eventually(

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rand::Rng as _;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::util::{b64, b64_text, cloud_json, condition, create, items, json_of, name};
+use super::util::{b64, b64_text, cloud_json, create, items, json_of, node_ready, workers_ready};
 use crate::cluster::Cluster;
 use crate::scenario::{Phase, Run};
 
@@ -161,19 +161,7 @@ pub async fn run(c: &impl Cluster, r: &mut Run) -> anyhow::Result<()> {
     let gid = c
         .cloud_id("scaling_group")
         .context("the workers' scaling group")?;
-    r.eventually(
-        "the worker is Ready",
-        Duration::from_secs(900),
-        || async move {
-            let nodes = json_of(c, &["get", "nodes"]).await?;
-            let ready: Vec<&str> = items(&nodes)
-                .filter(|n| condition(n, "Ready"))
-                .map(name)
-                .collect();
-            Ok((ready.len() == NODES).then(|| ((), ready.join(", "))))
-        },
-    )
-    .await?;
+    workers_ready(c, r, NODES).await?;
     let (conf_id, user_data) = active_configuration(c, &gid).await?;
     let (token_id, token_secret) =
         token_of(&user_data).context("the scaling configuration's UserData has no --token")?;
@@ -394,20 +382,11 @@ pub async fn run(c: &impl Cluster, r: &mut Run) -> anyhow::Result<()> {
     let mut known = known;
     known.push(broken.clone());
     let joined = new_instance(c, r, &gid, &known).await?;
-    r.eventually(
+    node_ready(
+        c,
+        r,
         "the new instance joins and its node becomes Ready",
-        Duration::from_secs(900),
-        || {
-            let id = joined.clone();
-            async move {
-                let out = c.kubectl(&["get", "node", &id, "-o", "json"]).await?;
-                if !out.ok {
-                    return Ok(None);
-                }
-                let n: Value = serde_json::from_str(&out.stdout)?;
-                Ok(condition(&n, "Ready").then(|| ((), format!("node {id} Ready"))))
-            }
-        },
+        &joined,
     )
     .await?;
     let out = console(c, &joined).await?;

@@ -15,7 +15,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use super::util::{cloud_json, create, event_messages as events, items, json_of};
+use super::util::{
+    REGISTRY, cloud_json, create, event_messages as events, items, json_of, registry_app,
+    workers_ready,
+};
 use crate::cluster::Cluster;
 use crate::scenario::{Phase, Run};
 
@@ -25,14 +28,9 @@ pub const TITLE: &str = "private-image-pull";
 /// Workers the cluster starts with.
 pub const NODES: usize = 1;
 /// The registry as nodes reach it (the VPC's cloud service range).
-const REGISTRY: &str = "100.100.0.20";
 const NAMESPACE: &str = "s11-private";
 const APP: &str = "s11-web";
 const SECRET: &str = "acr-credential";
-
-fn image() -> String {
-    format!("{REGISTRY}/{NAMESPACE}/app:1.0")
-}
 
 /// The live pods of the Deployment with their first container's state:
 /// (name, waiting reason, waiting message, running).
@@ -55,51 +53,11 @@ async fn pods(c: &impl Cluster) -> anyhow::Result<Vec<(String, String, String, b
 
 pub async fn run(c: &impl Cluster, r: &mut Run) -> anyhow::Result<()> {
     r.phase(Phase::Setup);
-    r.eventually(
-        "the worker is Ready",
-        Duration::from_secs(900),
-        || async move {
-            let nodes = json_of(c, &["get", "nodes"]).await?;
-            let ready = items(&nodes)
-                .filter(|n| {
-                    n["status"]["conditions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-                .count();
-            Ok((ready == NODES).then(|| ((), format!("{ready} Ready"))))
-        },
-    )
-    .await?;
-    cloud_json(c, "cr", "CreateNamespace", &[("Namespace", NAMESPACE)]).await?;
-    cloud_json(
-        c,
-        "cr",
-        "CreateRepo",
-        &[
-            ("RepoNamespace", NAMESPACE),
-            ("RepoName", "app"),
-            ("RepoType", "PRIVATE"),
-        ],
-    )
-    .await?;
-    cloud_json(
-        c,
-        "cr",
-        "PutImageTag",
-        &[
-            ("RepoNamespace", NAMESPACE),
-            ("RepoName", "app"),
-            ("Tag", "1.0"),
-            ("Program", "app"),
-        ],
-    )
-    .await?;
+    workers_ready(c, r, NODES).await?;
+    let image = registry_app(c, NAMESPACE, "PRIVATE").await?;
     r.step(
         "a private repository in the container registry",
-        format!("{} (RepoType PRIVATE)", image()),
+        format!("{} (RepoType PRIVATE)", image),
     );
 
     r.phase(Phase::Inject);
@@ -109,18 +67,18 @@ pub async fn run(c: &impl Cluster, r: &mut Run) -> anyhow::Result<()> {
             "metadata": {"name": APP, "namespace": "default"},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": APP}},
                 "template": {"metadata": {"labels": {"app": APP}},
-                    "spec": {"containers": [{"name": "app", "image": image()}]}}}}),
+                    "spec": {"containers": [{"name": "app", "image": image}]}}}}),
     )
     .await?;
     r.step(
         "a Deployment uses the private image without a pull secret",
-        format!("deployment {APP}: image {}", image()),
+        format!("deployment {APP}: image {}", image),
     );
 
     r.phase(Phase::Observe);
     // ErrImagePull lasts until the next sync (the first back-off is 10 s
     // of cluster time): the kubelet's events keep the error.
-    let want = format!("Failed to pull image \"{}\": ", image());
+    let want = format!("Failed to pull image \"{}\": ", image);
     let (pod, msg) = r
         .eventually(
             "the pod fails ErrImagePull: unauthorized",
@@ -149,7 +107,7 @@ pub async fn run(c: &impl Cluster, r: &mut Run) -> anyhow::Result<()> {
         )
         .await?;
     anyhow::ensure!(
-        msg.contains(&format!("failed to pull and unpack image \"{}\"", image())),
+        msg.contains(&format!("failed to pull and unpack image \"{}\"", image)),
         "the pull error does not name the image: {msg}"
     );
     anyhow::ensure!(
@@ -238,7 +196,7 @@ pub async fn run(c: &impl Cluster, r: &mut Run) -> anyhow::Result<()> {
     let pulled = events(c, &fresh, "Pulled").await?;
     let line = pulled
         .iter()
-        .find(|m| m.starts_with(&format!("Successfully pulled image \"{}\"", image())))
+        .find(|m| m.starts_with(&format!("Successfully pulled image \"{}\"", image)))
         .with_context(|| format!("no Successfully pulled event: {pulled:?}"))?;
     r.step("the kubelet's event", format!("{fresh}: {line}"));
     Ok(())

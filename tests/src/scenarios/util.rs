@@ -1,11 +1,17 @@
 //! What several scenarios ask of the cluster through `kubectl` and the
 //! cloud API.
 
+use std::time::Duration;
+
 use anyhow::Context as _;
 use base64::Engine as _;
 use serde_json::Value;
 
 use crate::cluster::Cluster;
+use crate::scenario::Run;
+
+/// The container registry as nodes reach it (the VPC's cloud service range).
+pub const REGISTRY: &str = "100.100.0.20";
 
 /// `kubectl <args> -o json`, parsed.
 pub async fn json_of(c: &impl Cluster, args: &[&str]) -> anyhow::Result<Value> {
@@ -94,4 +100,57 @@ pub fn b64_text(b: &str) -> String {
 
 pub fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Waits until exactly `n` nodes are Ready; their names.
+pub async fn workers_ready(c: &impl Cluster, r: &mut Run, n: usize) -> anyhow::Result<Vec<String>> {
+    let what = if n == 1 {
+        "the worker is Ready"
+    } else {
+        "the workers are Ready"
+    };
+    r.eventually(what, Duration::from_secs(900), || async move {
+        let nodes = json_of(c, &["get", "nodes"]).await?;
+        let ready: Vec<String> = items(&nodes)
+            .filter(|n| condition(n, "Ready"))
+            .map(|n| name(n).to_owned())
+            .collect();
+        Ok((ready.len() == n).then(|| {
+            let d = ready.join(", ");
+            (ready, d)
+        }))
+    })
+    .await
+}
+
+/// Waits until node `id` has registered and is Ready.
+pub async fn node_ready(c: &impl Cluster, r: &mut Run, what: &str, id: &str) -> anyhow::Result<()> {
+    r.eventually(what, Duration::from_secs(900), || async move {
+        let out = c.kubectl(&["get", "node", id, "-o", "json"]).await?;
+        if !out.ok {
+            return Ok(None);
+        }
+        let n: Value = serde_json::from_str(&out.stdout)?;
+        Ok(condition(&n, "Ready").then(|| ((), format!("node {id} Ready"))))
+    })
+    .await
+}
+
+/// Repository `<namespace>/app` of `repo_type` (PUBLIC or PRIVATE) in the
+/// cloud's registry with tag 1.0 running the `app` program; its image
+/// reference as nodes pull it.
+pub async fn registry_app(
+    c: &impl Cluster,
+    namespace: &str,
+    repo_type: &str,
+) -> anyhow::Result<String> {
+    cloud_json(c, "cr", "CreateNamespace", &[("Namespace", namespace)]).await?;
+    let repo = [("RepoNamespace", namespace), ("RepoName", "app")];
+    let mut create = repo.to_vec();
+    create.push(("RepoType", repo_type));
+    cloud_json(c, "cr", "CreateRepo", &create).await?;
+    let mut tag = repo.to_vec();
+    tag.extend([("Tag", "1.0"), ("Program", "app")]);
+    cloud_json(c, "cr", "PutImageTag", &tag).await?;
+    Ok(format!("{REGISTRY}/{namespace}/app:1.0"))
 }
