@@ -19,23 +19,47 @@ pub struct ChaosArgs {
 
 #[derive(Args, Debug, Clone)]
 struct Target {
-    /// The process: its admin address (`--admin-listen`, e.g. 127.0.0.1:9090)
-    /// or a component of the cluster in `--data-dir` (`apiserver`, `store-1`).
+    /// The process: its admin address (`--admin-listen`, e.g. 127.0.0.1:9090),
+    /// a component of the cluster in `--data-dir` (`apiserver`, `store-1`),
+    /// or a process on a worker, `<instance-id>/<role>` (`systemd`, `cnid`,
+    /// `runtime`, `kubelet`, `proxy`), reached inside the instance's
+    /// network namespace.
     #[arg(long)]
     target: String,
     #[command(flatten)]
     dir: crate::cluster::DataDirArg,
 }
 
+/// Where a target's admin port is.
+struct Admin {
+    /// The instance namespace to dial from (`None`: the host's).
+    netns: Option<String>,
+    /// `host:port` or a URI.
+    addr: String,
+}
+
 impl Target {
-    /// The admin address: `--target` itself, or the component's from
-    /// the cluster state.
-    fn admin(&self) -> anyhow::Result<String> {
+    /// The admin address: `--target` itself, the component's from the
+    /// cluster state, or a node role's from the node's `admin.json`.
+    fn admin(&self) -> anyhow::Result<Admin> {
         if self.target.contains("://") || self.target.parse::<std::net::SocketAddr>().is_ok() {
-            return Ok(self.target.clone());
+            return Ok(Admin {
+                netns: None,
+                addr: self.target.clone(),
+            });
+        }
+        if let Some((instance, role)) = self.target.split_once('/') {
+            let (netns, addr) = crate::cluster::node_admin(&self.dir.data_dir, instance, role)?;
+            return Ok(Admin {
+                netns: Some(netns),
+                addr,
+            });
         }
         let (_, p) = crate::cluster::component(&self.dir.data_dir, &self.target)?;
-        Ok(p.admin)
+        Ok(Admin {
+            netns: None,
+            addr: p.admin,
+        })
     }
 }
 
@@ -100,18 +124,41 @@ enum FailpointCommand {
 
 async fn connect(target: &Target) -> anyhow::Result<FaultServiceClient<Channel>> {
     let admin = target.admin()?;
-    let uri = if admin.contains("://") {
-        admin
+    let uri = if admin.addr.contains("://") {
+        admin.addr.clone()
     } else {
-        format!("http://{admin}")
+        format!("http://{}", admin.addr)
     };
     let endpoint = Channel::from_shared(uri.clone())
         .with_context(|| format!("invalid --target {:?}: expected host:port", target.target))?
         .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the admin port at {uri}"))?;
+    let channel = match admin.netns {
+        None => endpoint.connect().await,
+        Some(ns) => {
+            // Dialled from inside the instance: its loopback is not the host's.
+            let addr: std::net::SocketAddr = admin
+                .addr
+                .parse()
+                .with_context(|| format!("admin address {:?} of {}", admin.addr, target.target))?;
+            let ep = crate::cluster::forward::Endpoint {
+                netns: Some(ns),
+                addr,
+            };
+            let tasks = ackemu_base::tasks::Tasks::new(ackemu_base::clock::Clock::real());
+            endpoint
+                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                    let (ep, tasks) = (ep.clone(), tasks.clone());
+                    async move {
+                        crate::cluster::forward::connect(&tasks, &ep)
+                            .await
+                            .map(hyper_util::rt::TokioIo::new)
+                            .map_err(std::io::Error::other)
+                    }
+                }))
+                .await
+        }
+    }
+    .with_context(|| format!("cannot reach the admin port of {} at {uri}", target.target))?;
     Ok(FaultServiceClient::new(channel))
 }
 

@@ -1,8 +1,8 @@
 //! `ackemu`: the command-line front door.
 //!
 //! Subcommands exist only once they work: `up`/`down`/`status`/`logs` of a
-//! local cluster, `chaos` (failpoints, clock offsets, task dumps and
-//! process faults), `cloud` (the fake cloud's OpenAPI, aliyun-CLI style)
+//! local cluster, `ssh` (a command on an instance), `chaos` (failpoints,
+//! clock offsets, task dumps and process faults), `cloud` (the fake cloud's OpenAPI, aliyun-CLI style)
 //! and `scenario` (the end-to-end runner, `ackemu-e2e`).
 
 use clap::{Parser, Subcommand};
@@ -31,6 +31,9 @@ enum Command {
     Status(cluster::DataDirArg),
     /// A component's log.
     Logs(cluster::LogsArgs),
+    /// Run a command on an ECS instance of the cluster, as over ssh:
+    /// `ackemu ssh i-xxx -- ackemu-node systemctl daemon-reexec`.
+    Ssh(cluster::node::SshArgs),
     /// Inject faults into running processes: failpoints, clock offsets, task dumps.
     Chaos(chaos::ChaosArgs),
     /// The end-to-end scenarios (SCENARIOS.md): `ackemu scenario list`, `ackemu scenario run S13`.
@@ -66,6 +69,7 @@ async fn main() -> std::process::ExitCode {
         Command::Down(args) => cluster::down(args).await,
         Command::Status(args) => cluster::status(args).await,
         Command::Logs(args) => cluster::logs(args),
+        Command::Ssh(args) => cluster::node::ssh(args),
         Command::Chaos(args) => chaos::run(args).await,
         Command::Cloud(args) => {
             let clock = cluster::cloud_clock(args.profile_file.as_deref());

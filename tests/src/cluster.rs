@@ -55,6 +55,13 @@ pub trait Cluster {
     async fn process(&self, action: &str, component: &str) -> anyhow::Result<Output>;
     /// A component's log.
     async fn logs(&self, component: &str) -> anyhow::Result<String>;
+    /// `ackemu chaos <args>` (failpoints, clock, task dumps; targets as
+    /// `ackemu chaos` takes them, `<instance-id>/<role>` for node processes).
+    async fn chaos(&self, args: &[&str]) -> anyhow::Result<Output>;
+    /// A unit's journal on worker `node` (`kubelet`, `runtime`, `cnid`, …).
+    async fn node_log(&self, node: &str, unit: &str) -> anyhow::Result<String>;
+    /// A command run on ECS instance `instance`, as over ssh.
+    async fn ssh(&self, instance: &str, command: &[&str]) -> anyhow::Result<Output>;
     /// `ackemu cloud <product> <action> --K V ...`.
     async fn cloud(
         &self,
@@ -267,6 +274,32 @@ impl Cluster for LocalCluster {
         run(&self.ackemu, &["logs", "--data-dir", &d, component], &[])
             .await?
             .ok(&format!("ackemu logs {component}"))
+    }
+
+    async fn chaos(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let d = self.data_dir();
+        let mut all = vec!["chaos"];
+        all.extend_from_slice(args);
+        all.extend(["--data-dir", &d]);
+        run(&self.ackemu, &all, &[]).await
+    }
+
+    async fn node_log(&self, node: &str, unit: &str) -> anyhow::Result<String> {
+        let d = self.data_dir();
+        run(
+            &self.ackemu,
+            &["logs", "--data-dir", &d, "--node", node, unit],
+            &[],
+        )
+        .await?
+        .ok(&format!("ackemu logs --node {node} {unit}"))
+    }
+
+    async fn ssh(&self, instance: &str, command: &[&str]) -> anyhow::Result<Output> {
+        let d = self.data_dir();
+        let mut all = vec!["ssh", "--data-dir", &d, instance, "--"];
+        all.extend_from_slice(command);
+        run(&self.ackemu, &all, &[]).await
     }
 
     async fn cloud(

@@ -5,11 +5,12 @@
 //! through the interfaces a user has, within deadlines of cluster time) →
 //! heal → recover. Scenarios are written once against
 //! [`cluster::Cluster`]; the clusters are driven only through the user's
-//! tools (`kubectl`, `etcdctl`, `ackemu chaos|cloud|logs`), never through
+//! tools (`kubectl`, `etcdctl`, `ackemu chaos|cloud|logs|ssh`), never through
 //! component internals.
 //!
 //! Must not know: any component crate. It depends on `lib/base` only.
 
+pub mod bench;
 pub mod cluster;
 pub mod report;
 pub mod scenario;
@@ -28,6 +29,8 @@ pub async fn run_on(s: &Scenario, c: &impl cluster::Cluster) -> Run {
     let mut r = Run::new(s.id, s.title, c);
     println!("== {} {} ({})", s.id, s.title, c.backend());
     let result = match s.id {
+        scenarios::s01::ID => scenarios::s01::run(c, &mut r).await,
+        scenarios::s02::ID => scenarios::s02::run(c, &mut r).await,
         scenarios::s03::ID => scenarios::s03::run(c, &mut r).await,
         scenarios::s04::ID => scenarios::s04::run(c, &mut r).await,
         scenarios::s05::ID => scenarios::s05::run(c, &mut r).await,

@@ -36,6 +36,48 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Measure, print, assert nothing: `ackemu up` to all nodes Ready,
+    /// each scenario's wall time and the suite's.
+    Bench {
+        /// Workers of the measured `ackemu up`.
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// How many times to bring a cluster up.
+        #[arg(long, default_value_t = 3)]
+        up_runs: u32,
+        /// Scenarios to time (`all`, ids, or `none`).
+        #[arg(long, value_delimiter = ',', default_value = "all")]
+        scenarios: Vec<String>,
+        /// Cluster time per real time.
+        #[arg(long, default_value_t = 60.0)]
+        time_scale: f64,
+        /// Where the clusters live.
+        #[arg(long, default_value = ".ackemu-bench")]
+        work_dir: PathBuf,
+        /// The launcher (default: `ackemu` next to this binary).
+        #[arg(long)]
+        ackemu: Option<PathBuf>,
+    },
+}
+
+fn launcher(ackemu: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match ackemu {
+        Some(p) => Ok(p),
+        None => std::env::current_exe()?
+            .parent()
+            .map(|d| d.join("ackemu"))
+            .ok_or_else(|| anyhow::anyhow!("locating ackemu")),
+    }
+}
+
+fn choose(ids: &[String]) -> anyhow::Result<Vec<&'static ackemu_tests::scenario::Scenario>> {
+    if ids.iter().any(|i| i == "all") {
+        return Ok(ackemu_tests::scenarios::ALL.iter().collect());
+    }
+    ids.iter()
+        .filter(|i| *i != "none")
+        .map(|i| ackemu_tests::find(i))
+        .collect()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -55,20 +97,8 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             ackemu,
             keep,
         } => {
-            let ackemu = match ackemu {
-                Some(p) => p,
-                None => std::env::current_exe()?
-                    .parent()
-                    .map(|d| d.join("ackemu"))
-                    .ok_or_else(|| anyhow::anyhow!("locating ackemu"))?,
-            };
-            let chosen: Vec<_> = if ids.iter().any(|i| i == "all") {
-                ackemu_tests::scenarios::ALL.iter().collect()
-            } else {
-                ids.iter()
-                    .map(|i| ackemu_tests::find(i))
-                    .collect::<anyhow::Result<_>>()?
-            };
+            let ackemu = launcher(ackemu)?;
+            let chosen = choose(&ids)?;
             let mut runs = Vec::new();
             for s in chosen {
                 let dir = work_dir.join(s.id.to_lowercase());
@@ -87,6 +117,35 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             } else {
                 std::process::ExitCode::FAILURE
             })
+        }
+        Command::Bench {
+            nodes,
+            up_runs,
+            scenarios,
+            time_scale,
+            work_dir,
+            ackemu,
+        } => {
+            use ackemu_tests::bench;
+            let ackemu = launcher(ackemu)?;
+            let chosen = choose(&scenarios)?;
+            let mut up = Vec::new();
+            for i in 0..up_runs {
+                let s = bench::measure_up(&ackemu, &work_dir.join("up"), nodes, time_scale).await?;
+                println!(
+                    "up run {}: {:.1}s to {} Ready",
+                    i + 1,
+                    s.to_ready.as_secs_f64(),
+                    s.ready_nodes
+                );
+                up.push(s);
+            }
+            let clock = ackemu_base::clock::Clock::real();
+            let start = clock.now();
+            let runs = bench::run_scenarios(&ackemu, &work_dir, &chosen, time_scale).await?;
+            let suite = clock.now().saturating_duration_since(start);
+            println!("\n{}", bench::report(&up, nodes, &runs, suite, time_scale));
+            Ok(std::process::ExitCode::SUCCESS)
         }
     }
 }

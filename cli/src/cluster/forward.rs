@@ -136,7 +136,7 @@ async fn listen(tasks: &Tasks, ep: &Endpoint) -> anyhow::Result<tokio::net::TcpL
     Ok(tokio::net::TcpListener::from_std(std)?)
 }
 
-async fn connect(tasks: &Tasks, ep: &Endpoint) -> anyhow::Result<tokio::net::TcpStream> {
+pub async fn connect(tasks: &Tasks, ep: &Endpoint) -> anyhow::Result<tokio::net::TcpStream> {
     let v4 = ep.addr.is_ipv4();
     let sock = in_netns(tasks, ep.netns.as_deref(), move || {
         let s = socket2::Socket::new(

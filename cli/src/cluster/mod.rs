@@ -13,6 +13,7 @@ pub mod addons;
 pub mod forward;
 pub mod kubeinit;
 pub mod mesh;
+pub mod node;
 pub mod process;
 pub mod provision;
 pub mod supervise;
@@ -27,6 +28,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+pub use node::node_admin;
 use process::{alive, binary, spawn, stop, wait_ready};
 
 /// Where a cluster lives.
@@ -812,6 +814,7 @@ exec "$BIN/ackemu-node" attach \
   --data-dir "$NODE_DIR" \
   --bin-dir "$BIN" \
   --cluster-dns 172.19.0.10 \
+  --admin-ports \
   {clock}
 "#,
         bin = bin.display(),
@@ -911,23 +914,7 @@ pub struct LogsArgs {
 
 /// The log file of `unit` on worker `node` (`nodes/<instance-id>/`).
 fn node_log_path(dir: &Path, node: &str, unit: &str) -> anyhow::Result<PathBuf> {
-    let root = dir.join("nodes").join(node);
-    if node.contains('/') || !root.is_dir() {
-        let nodes: Vec<String> = std::fs::read_dir(dir.join("nodes"))
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect();
-        anyhow::bail!(
-            "no node {node:?} in {}: expected one of {}",
-            dir.display(),
-            if nodes.is_empty() {
-                "(no workers yet)".to_owned()
-            } else {
-                nodes.join(", ")
-            }
-        );
-    }
+    let root = node::node_dir(dir, node)?;
     let path = match unit {
         "attach" | "systemd" => root.join(format!("{unit}.log")),
         u => root

@@ -218,7 +218,13 @@ pub fn waiter(what: impl Into<String>) -> WaitGuard {
     if let Some(id) = current_id() {
         let mut reg = REGISTRY.lock();
         if let Some(e) = reg.get_mut(&id) {
-            let previous = e.waiting.replace((what, at));
+            // A wait inside a wait reads like a stack: the outer call, then
+            // what it is stuck on now (`netlink recvfrom … > failpoint …`).
+            let label = match &e.waiting {
+                Some((outer, _)) => format!("{outer} > {what}"),
+                None => what,
+            };
+            let previous = e.waiting.replace((label, at));
             return WaitGuard {
                 id,
                 previous: Some(previous),
@@ -405,6 +411,42 @@ mod tests {
             !dump().iter().any(|r| r.name == "unit/dump-test"),
             "deregistered on exit"
         );
+    }
+
+    #[tokio::test]
+    async fn a_wait_inside_a_wait_shows_both_and_unwinds() {
+        let tasks = Tasks::new(Clock::real());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let h = tasks.spawn("unit/nested-test", async move {
+            wait_on("netlink recvfrom: RTM_DELLINK", async move {
+                wait_on("failpoint x (hang)", async move {
+                    started_tx.send(()).ok();
+                    rx.await.ok();
+                })
+                .await;
+                assert_eq!(
+                    waiting_of("unit/nested-test").as_deref(),
+                    Some("netlink recvfrom: RTM_DELLINK"),
+                    "the outer wait is back once the inner one ends"
+                );
+            })
+            .await;
+        });
+        started_rx.await.unwrap();
+        assert_eq!(
+            waiting_of("unit/nested-test").as_deref(),
+            Some("netlink recvfrom: RTM_DELLINK > failpoint x (hang)")
+        );
+        tx.send(()).unwrap();
+        h.await.unwrap();
+    }
+
+    fn waiting_of(name: &str) -> Option<String> {
+        dump()
+            .into_iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.waiting_on)
     }
 
     #[tokio::test]

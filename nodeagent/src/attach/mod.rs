@@ -98,6 +98,13 @@ pub struct AttachArgs {
     /// for node IPAM to assign `spec.podCIDR`.
     #[arg(long)]
     pub pod_cidr: Option<String>,
+    /// Give the node's systemd and every unit an admin port on the node's
+    /// loopback (`FaultService`, `/metrics`, `/debug/tasks`; the ports of
+    /// `units::ADMIN_PORTS`, recorded in `<data-dir>/admin.json`). Only for
+    /// a node with its own network namespace: nodes sharing one would
+    /// collide.
+    #[arg(long)]
+    pub admin_ports: bool,
 }
 
 impl AttachArgs {
@@ -262,6 +269,7 @@ async fn node_units(
         cluster_dns: args.cluster_dns.clone(),
         pod_cidr: cidr,
         clock_flags: CommonArgs::clock_flags(clock),
+        admin_ports: args.admin_ports,
     };
     let names = units::write(&layout)
         .with_context(|| format!("writing the node's units under {}", args.data_dir.display()))?;
@@ -278,6 +286,7 @@ async fn node_units(
             .arg("--log-dir")
             .arg(args.data_dir.join("journal"))
             .args(CommonArgs::clock_flags(clock))
+            .args(layout.admin_flag("systemd"))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().context("systemd.log")?)
             .stderr(log)

@@ -26,6 +26,35 @@ pub struct NodeLayout {
     pub pod_cidr: String,
     /// `--time-scale=…` and friends.
     pub clock_flags: Vec<String>,
+    /// Give every role its admin port on the node's loopback
+    /// ([`ADMIN_PORTS`]); only for a node with its own network namespace.
+    pub admin_ports: bool,
+}
+
+/// The admin port (`FaultService`, `/metrics`, `/debug/tasks`) of each node
+/// process on the node's loopback, when attach runs with `--admin-ports`.
+/// The kubelet's and kube-proxy's are their upstream healthz/metrics ports.
+pub const ADMIN_PORTS: [(&str, u16); 5] = [
+    ("systemd", 10260),
+    ("cnid", 10261),
+    ("runtime", 10262),
+    ("kubelet", 10248),
+    ("proxy", 10249),
+];
+
+/// `role`'s admin address on the node's loopback.
+pub fn admin_addr(role: &str) -> Option<String> {
+    ADMIN_PORTS
+        .iter()
+        .find(|(r, _)| *r == role)
+        .map(|(_, p)| format!("127.0.0.1:{p}"))
+}
+
+/// Where attach records the admin addresses: `<data-dir>/admin.json`,
+/// `{"<role>": "127.0.0.1:<port>", …}`, read by `ackemu chaos --target
+/// <instance>/<role>`.
+pub fn admin_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.json")
 }
 
 impl NodeLayout {
@@ -46,6 +75,13 @@ impl NodeLayout {
     }
     fn d(&self, rel: &str) -> String {
         self.data_dir.join(rel).display().to_string()
+    }
+    /// `--admin-listen=…` for `role`, when admin ports are on.
+    pub fn admin_flag(&self, role: &str) -> Vec<String> {
+        match admin_addr(role) {
+            Some(a) if self.admin_ports => vec![format!("--admin-listen={a}")],
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -70,6 +106,7 @@ pub fn render(l: &NodeLayout) -> Vec<(String, String)> {
         l.d("cnid"),
     ];
     cnid.extend(l.clock_flags.iter().cloned());
+    cnid.extend(l.admin_flag("cnid"));
     let mut runtime = vec![
         l.node_bin(),
         "runtime".into(),
@@ -85,6 +122,7 @@ pub fn render(l: &NodeLayout) -> Vec<(String, String)> {
         l.bin_dir.join("ackemu-workload").display().to_string(),
     ];
     runtime.extend(l.clock_flags.iter().cloned());
+    runtime.extend(l.admin_flag("runtime"));
     let mut kubelet = vec![
         l.node_bin(),
         "kubelet".into(),
@@ -109,6 +147,7 @@ pub fn render(l: &NodeLayout) -> Vec<(String, String)> {
         kubelet.extend(["--cluster-dns".to_string(), l.cluster_dns.join(",")]);
     }
     kubelet.extend(l.clock_flags.iter().cloned());
+    kubelet.extend(l.admin_flag("kubelet"));
     let mut proxy = vec![
         l.node_bin(),
         "proxy".into(),
@@ -121,6 +160,7 @@ pub fn render(l: &NodeLayout) -> Vec<(String, String)> {
         proxy.extend(["--node-ip".to_string(), ip.clone()]);
     }
     proxy.extend(l.clock_flags.iter().cloned());
+    proxy.extend(l.admin_flag("proxy"));
     vec![
         ("cnid.service".into(), service("ackemu CNI daemon", &cnid)),
         (
@@ -158,6 +198,16 @@ pub fn write(l: &NodeLayout) -> std::io::Result<Vec<String>> {
         std::fs::write(dir.join(&name), text)?;
         names.push(name);
     }
+    let admin = admin_file(&l.data_dir);
+    if l.admin_ports {
+        let map: serde_json::Map<String, serde_json::Value> = ADMIN_PORTS
+            .iter()
+            .map(|(r, p)| ((*r).to_owned(), format!("127.0.0.1:{p}").into()))
+            .collect();
+        std::fs::write(&admin, serde_json::Value::Object(map).to_string())?;
+    } else if admin.exists() {
+        std::fs::remove_file(&admin)?;
+    }
     std::fs::create_dir_all(l.cni_conf_dir())?;
     std::fs::write(
         l.cni_conf_dir().join("10-ackemu.conf"),
@@ -188,6 +238,7 @@ mod tests {
             cluster_dns: vec!["172.19.0.10".into()],
             pod_cidr: "172.16.3.0/24".into(),
             clock_flags: vec!["--time-scale=10".into()],
+            admin_ports: false,
         };
         let units = render(&l);
         let names: Vec<&str> = units.iter().map(|(n, _)| n.as_str()).collect();
@@ -222,5 +273,41 @@ mod tests {
             "{argv}"
         );
         assert!(units[0].1.contains("--pod-cidr 172.16.3.0/24"));
+        assert!(
+            units.iter().all(|(_, t)| !t.contains("--admin-listen")),
+            "no admin ports unless asked: nodes sharing a namespace would collide"
+        );
+    }
+
+    #[test]
+    fn admin_ports_give_every_role_its_own_loopback_port() {
+        let l = NodeLayout {
+            bin_dir: "/opt/ackemu/bin".into(),
+            data_dir: "/nodes/i-1".into(),
+            run_dir: "/nodes/i-1/run".into(),
+            node_name: "i-1".into(),
+            node_ip: None,
+            cluster_dns: vec![],
+            pod_cidr: "172.16.3.0/24".into(),
+            clock_flags: vec![],
+            admin_ports: true,
+        };
+        let mut seen = Vec::new();
+        for (name, text) in render(&l) {
+            let role = name.trim_end_matches(".service");
+            let u = parse_service(&name, &text).unwrap();
+            let flag = format!("--admin-listen={}", admin_addr(role).unwrap());
+            assert!(u.exec_start.contains(&flag), "{name}: {:?}", u.exec_start);
+            seen.push(flag);
+        }
+        seen.push(l.admin_flag("systemd")[0].clone());
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), seen.len(), "ports collide: {seen:?}");
+        assert!(
+            l.admin_flag("runc").is_empty(),
+            "short-lived roles get none"
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! The scenarios of SCENARIOS.md that the runner reproduces so far.
 
+pub mod s01;
+pub mod s02;
 pub mod s03;
 pub mod s04;
 pub mod s05;
@@ -17,6 +19,20 @@ use crate::scenario::Scenario;
 
 /// Every scenario the runner knows, in SCENARIOS.md order.
 pub const ALL: &[Scenario] = &[
+    Scenario {
+        id: s01::ID,
+        title: s01::TITLE,
+        nodes: s01::NODES as u32,
+        store_quota_bytes: 0,
+        up_args: &[],
+    },
+    Scenario {
+        id: s02::ID,
+        title: s02::TITLE,
+        nodes: s02::NODES as u32,
+        store_quota_bytes: 0,
+        up_args: &[],
+    },
     Scenario {
         id: s03::ID,
         title: s03::TITLE,

@@ -154,3 +154,154 @@ pub async fn registry_app(
     cloud_json(c, "cr", "PutImageTag", &tag).await?;
     Ok(format!("{REGISTRY}/{namespace}/app:1.0"))
 }
+
+/// Whether `m` is the kubelet's PLEG message past its 3m threshold:
+/// `PLEG is not healthy: pleg was last seen active 3m0.1s ago; threshold is 3m0s`.
+pub fn pleg_unhealthy(m: &str) -> bool {
+    let Some(rest) = m.strip_prefix("PLEG is not healthy: pleg was last seen active ") else {
+        return false;
+    };
+    let Some((ago, tail)) = rest.split_once(" ago") else {
+        return false;
+    };
+    tail == "; threshold is 3m0s" && go_duration_secs(ago).is_some_and(|s| s >= 180.0)
+}
+
+/// Seconds of a Go `time.Duration` string (`3m0.1s`, `1h2m3s`, `45.5s`).
+fn go_duration_secs(d: &str) -> Option<f64> {
+    let mut total = 0.0;
+    let mut num = String::new();
+    for ch in d.chars() {
+        match ch {
+            '0'..='9' | '.' => num.push(ch),
+            'h' | 'm' | 's' => {
+                let v: f64 = num.parse().ok()?;
+                num.clear();
+                total += v * match ch {
+                    'h' => 3600.0,
+                    'm' => 60.0,
+                    _ => 1.0,
+                };
+            }
+            _ => return None,
+        }
+    }
+    num.is_empty().then_some(total)
+}
+
+/// The kubelet's `skipping pod synchronization - [PLEG is not healthy: …]`
+/// line, if `log` has one.
+pub fn skipping_pod_sync_line(log: &str) -> Option<&str> {
+    log.lines().find(|l| {
+        l.split_once("skipping pod synchronization - [")
+            .and_then(|(_, r)| r.strip_suffix(']'))
+            .is_some_and(pleg_unhealthy)
+    })
+}
+
+/// Node `node`'s Ready condition.
+pub async fn ready_condition(c: &impl Cluster, node: &str) -> anyhow::Result<Value> {
+    let n = json_of(c, &["get", "node", node]).await?;
+    Ok(n["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .unwrap_or(Value::Null))
+}
+
+/// Waits until node `node` is NotReady because PLEG is not healthy; the
+/// condition's message.
+pub async fn pleg_not_ready(
+    c: &impl Cluster,
+    r: &mut Run,
+    what: &str,
+    node: &str,
+) -> anyhow::Result<String> {
+    r.eventually(what, Duration::from_secs(900), || async move {
+        let cond = ready_condition(c, node).await?;
+        let msg = cond["message"].as_str().unwrap_or("").to_owned();
+        Ok((cond["status"] == "False"
+            && cond["reason"] == "KubeletNotReady"
+            && pleg_unhealthy(&msg))
+        .then(|| (msg.clone(), format!("Ready=False KubeletNotReady: {msg}"))))
+    })
+    .await
+}
+
+/// The processes of worker `node` whose command line contains `pattern`,
+/// as `ps -eo pid,etimes,args` on the node lists them.
+pub async fn node_processes(
+    c: &impl Cluster,
+    node: &str,
+    pattern: &str,
+) -> anyhow::Result<Vec<String>> {
+    let out = c
+        .ssh(node, &["ps", "-eo", "pid,etimes,args"])
+        .await?
+        .ok(&format!("ps on {node}"))?;
+    let mine = format!("/nodes/{node}/");
+    Ok(out
+        .lines()
+        .filter(|l| l.contains(pattern) && l.contains(&mine))
+        .map(|l| l.trim().to_owned())
+        .collect())
+}
+
+/// A pod named `name` of the `app` image that dies quickly on deletion.
+pub fn quick_pod(name: &str, node: Option<&str>) -> Value {
+    let mut p = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "app", "image": "app"}],
+        },
+    });
+    if let Some(n) = node {
+        p["spec"]["nodeName"] = n.into();
+    }
+    p
+}
+
+/// Pod `name`'s phase ("" when it does not exist).
+pub async fn pod_phase(c: &impl Cluster, name: &str) -> anyhow::Result<String> {
+    let out = c.kubectl(&["get", "pod", name, "-o", "json"]).await?;
+    if !out.ok {
+        return Ok(String::new());
+    }
+    let p: Value = serde_json::from_str(&out.stdout)?;
+    Ok(p["status"]["phase"].as_str().unwrap_or("").to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pleg_matcher_accepts_the_kubelets_texts_past_the_threshold_only() {
+        assert!(pleg_unhealthy(
+            "PLEG is not healthy: pleg was last seen active 3m0.1s ago; threshold is 3m0s"
+        ));
+        assert!(pleg_unhealthy(
+            "PLEG is not healthy: pleg was last seen active 1h3m26.3s ago; threshold is 3m0s"
+        ));
+        assert!(!pleg_unhealthy(
+            "PLEG is not healthy: pleg was last seen active 2m59s ago; threshold is 3m0s"
+        ));
+        assert!(!pleg_unhealthy(
+            "PLEG is not healthy: pleg has yet to be successful"
+        ));
+        assert!(!pleg_unhealthy(
+            "PLEG is not healthy: pleg was last seen active 3mxs ago; threshold is 3m0s"
+        ));
+        let log = "I1202 12:00:00.000000 1 kubelet.go:1] skipping pod synchronization - [PLEG is not healthy: pleg was last seen active 3m0.000091019s ago; threshold is 3m0s]\n";
+        assert!(skipping_pod_sync_line(log).is_some());
+        assert!(
+            skipping_pod_sync_line("skipping pod synchronization - [container runtime is down]")
+                .is_none()
+        );
+    }
+}

@@ -62,6 +62,16 @@ async fn scenario(id: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s01_node_notready_systemd_cookie() {
+    scenario("S01").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s02_node_notready_cni_netlink_hang() {
+    scenario("S02").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s03_namespace_stuck_terminating() {
     scenario("S03").await;
 }
