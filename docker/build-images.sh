@@ -8,7 +8,8 @@
 #   docker/build-images.sh [--no-build] [--tag ackemu:dev]
 #
 # CARGO_TARGET_DIR (default: cargo's target directory) holds the binaries;
-# without --no-build `cargo build --bins` runs first.
+# without --no-build `cargo build --bins` runs first. The image's label
+# `ackemu.stamp` is the newest mtime of those binaries and docker/*.sh.
 set -eu
 
 TAG=ackemu:dev
@@ -17,7 +18,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --no-build) BUILD=0 ;;
     --tag) TAG="$2"; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "build-images.sh: unknown argument $1 (expected --no-build or --tag NAME)" >&2; exit 2 ;;
   esac
   shift
@@ -84,14 +85,24 @@ if [ -d /usr/lib/x86_64-linux-gnu/xtables ]; then
   mkdir -p "$FS/usr/lib/x86_64-linux-gnu/xtables"
   for m in /usr/lib/x86_64-linux-gnu/xtables/*.so; do copy "$m"; done
 fi
-KUBECTL=$(command -v kubectl.1.33 || command -v kubectl)
+# The versioned kubectl matching the API server (a dispatcher's siblings
+# when only the dispatcher is on PATH), else whatever kubectl there is.
+KUBECTL=$(command -v kubectl.1.33 || true)
+if [ -z "$KUBECTL" ] && command -v kubectl >/dev/null; then
+  d=$(dirname "$(readlink -f "$(command -v kubectl)")")
+  if [ -x "$d/kubectl.1.33" ]; then KUBECTL=$d/kubectl.1.33; else KUBECTL=$(command -v kubectl); fi
+fi
+[ -n "$KUBECTL" ] || { echo "build-images.sh: kubectl is not installed" >&2; exit 1; }
 copy "$KUBECTL" /usr/bin/kubectl
 for t in jq etcdctl cat mkdir rm mv cp ln ls sleep date env head tail tr cut sed grep wc tee touch \
-         id true false basename dirname base64 od stty kill ps seq sort uniq printf test expr readlink; do
+         id true false basename dirname base64 od stty setsid kill ps seq sort uniq printf test expr readlink; do
   p=$(command -v "$t" 2>/dev/null || true)
   case "$p" in /*) copy "$p" "/usr/bin/$t" ;; esac
 done
 for t in sh cat mkdir sleep; do [ -e "$FS/bin/$t" ] || ln -sf "/usr/bin/$t" "$FS/bin/$t"; done
+# The images' toolbox, what `kubectl exec` runs in a pod: the workload
+# binary invoked by these names behaves as the real tools.
+for t in nslookup wget ping telnet; do ln -sf /ackemu/bin/ackemu-workload "$FS/usr/bin/$t"; done
 
 cat >"$FS/etc/passwd" <<'P'
 root:x:0:0:root:/root:/bin/sh
@@ -102,11 +113,16 @@ root:x:0:
 nogroup:x:65534:
 G
 echo 'hosts: files dns' >"$FS/etc/nsswitch.conf"
-cp docker/entrypoint.sh docker/setup.sh docker/master-user-data.sh docker/worker-user-data.sh docker/addons.json "$FS/ackemu/docker/"
+cp docker/entrypoint.sh docker/setup.sh docker/master-user-data.sh docker/worker-user-data.sh "$FS/ackemu/docker/"
 chmod 755 "$FS/ackemu/docker/"*.sh
 
+# What the image was built from, for whoever decides to rebuild it (the
+# compose tests): the newest modification time (unix seconds) of the
+# workspace's binaries and of docker/*.sh.
+STAMP=$(stat -L -c %Y "$BIN"/ackemu "$BIN"/ackemu-* docker/*.sh | sort -n | tail -1)
 echo "importing $(du -sh "$FS" | cut -f1) root filesystem as $TAG"
 tar -C "$FS" -c . | docker import \
+  --change "LABEL ackemu.stamp=$STAMP" \
   --change 'ENV PATH=/ackemu/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV ACKEMU_IN_COMPOSE=1' \
   --change 'WORKDIR /' \

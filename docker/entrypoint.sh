@@ -22,5 +22,16 @@ fi
 [ $# -gt 0 ] || { echo "entrypoint: expected a binary to run or setup" >&2; exit 2; }
 bin=$1
 shift
+EXTRA=
+if [ "$bin" = ackemu-store ]; then
+  # etcd's timers for the links a sped-up clock makes, as `ackemu up`'s
+  # store_timers: heartbeat 10 ms of real time (never below 100 ms of
+  # cluster time), election ten heartbeats.
+  scale=${ACKEMU_TIME_SCALE:-1}
+  scale=${scale%%.*}
+  hb=$((${scale:-0} * 10))
+  [ "$hb" -ge 100 ] || hb=100
+  EXTRA="--heartbeat-interval=$hb --election-timeout=$((hb * 10))"
+fi
 # shellcheck disable=SC2086 # the clock flags are words
-exec "$bin" "$@" $ACKEMU_CLOCK_FLAGS
+exec "$bin" "$@" $EXTRA $ACKEMU_CLOCK_FLAGS

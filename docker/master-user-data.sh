@@ -11,12 +11,16 @@ mkdir -p "$D/logs"
 echo "master $ACKEMU_INSTANCE_ID booted at $ACKEMU_PRIVATE_IP"
 CLOCK="@CLOCK@"
 KC=$D/pki/admin.conf
+# Each component is a static pod: `ackemu supervise` starts it again when
+# it exits (a controller manager that loses its lease exits) and, made a
+# session leader by setsid, leads the process group that process faults
+# signal (the pid file holds its pid, which is the group's id).
 start() {
   name=$1
   shift
   echo "starting $name"
   # shellcheck disable=SC2086 # the clock flags are words
-  "$@" $CLOCK >>"$D/logs/$name.log" 2>&1 &
+  setsid ackemu supervise --name "$name" -- "$@" $CLOCK >>"$D/logs/$name.log" 2>&1 &
   echo $! >"$D/logs/$name.pid"
 }
 start apiserver ackemu-apiserver \

@@ -4,9 +4,9 @@
 # (`ackemu cloud`, ACK's provisioning calls: VPC, VSwitch, the security
 # group with ACK's default rules, the master and worker RAM roles, the
 # master ECS instance whose UserData starts the control plane) and
-# kubectl (bootstrap token, TLS-bootstrap RBAC, cluster-info, cluster
-# DNS); then the workers' ESS scaling group, whose instances join with
-# the bootstrap token. It writes the host's kubeconfig to
+# `ackemu kubeinit` (bootstrap token, TLS-bootstrap RBAC, cluster-info,
+# the add-ons); then the workers' ESS scaling group, whose instances join
+# with the bootstrap token. It writes the host's kubeconfig to
 # $ACKEMU_DATA/kubeconfig (the API server on 127.0.0.1:$ACKEMU_APISERVER_PORT).
 # Run again on the same data it resumes: what exists is kept.
 set -eu
@@ -87,40 +87,18 @@ k() { kubectl --kubeconfig /tmp/kubeconfig --request-timeout=20s "$@"; }
 until k get --raw /readyz >/dev/null 2>&1; do sleep 0.5; done
 log "API server ready"
 
-# The workers' bootstrap (kubeadm's objects) and cluster DNS.
+# The workers' bootstrap (kubeadm's objects) and the add-ons, as `ackemu up`
+# writes them (with ACKEMU_MESH=1 also the service mesh).
 TOKEN=$(id bootstrap_token)
-TID=${TOKEN%%.*}
-TSECRET=${TOKEN#*.}
-GROUP=system:bootstrappers:kubeadm:default-node-token
-CA=$(base64 -w0 "$D/pki/ca.crt")
-CLUSTER_INFO=$(printf 'apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: %s\n    server: https://%s:6443\n  name: ""\ncontexts: null\ncurrent-context: ""\npreferences: {}\nusers: null\n' "$CA" "$MASTER_IP")
-{
-  jq -n --arg id "$TID" --arg sec "$TSECRET" --arg g "$GROUP" '{apiVersion:"v1",kind:"Secret",type:"bootstrap.kubernetes.io/token",
-    metadata:{name:("bootstrap-token-"+$id),namespace:"kube-system"},
-    stringData:{"token-id":$id,"token-secret":$sec,description:"compose setup: the workers join token",
-      "usage-bootstrap-authentication":"true","usage-bootstrap-signing":"true","auth-extra-groups":$g}}'
-  role() { jq -n --arg n "$1" --argjson r "$2" '{apiVersion:"rbac.authorization.k8s.io/v1",kind:"ClusterRole",metadata:{name:$n},rules:$r}'; }
-  bind() { jq -n --arg n "$1" --arg r "$2" --arg k "$3" --arg s "$4" '{apiVersion:"rbac.authorization.k8s.io/v1",kind:"ClusterRoleBinding",metadata:{name:$n},
-    roleRef:{apiGroup:"rbac.authorization.k8s.io",kind:"ClusterRole",name:$r},subjects:[{apiGroup:"rbac.authorization.k8s.io",kind:$k,name:$s}]}'; }
-  role system:node-bootstrapper '[{"apiGroups":["certificates.k8s.io"],"resources":["certificatesigningrequests"],"verbs":["create","get","list","watch"]}]'
-  role system:certificates.k8s.io:certificatesigningrequests:nodeclient '[{"apiGroups":["certificates.k8s.io"],"resources":["certificatesigningrequests/nodeclient"],"verbs":["create"]}]'
-  role system:certificates.k8s.io:certificatesigningrequests:selfnodeclient '[{"apiGroups":["certificates.k8s.io"],"resources":["certificatesigningrequests/selfnodeclient"],"verbs":["create"]}]'
-  role kubeadm:get-nodes '[{"apiGroups":[""],"resources":["nodes"],"verbs":["get"]}]'
-  bind kubeadm:kubelet-bootstrap system:node-bootstrapper Group "$GROUP"
-  bind kubeadm:node-autoapprove-bootstrap system:certificates.k8s.io:certificatesigningrequests:nodeclient Group "$GROUP"
-  bind kubeadm:node-autoapprove-certificate-rotation system:certificates.k8s.io:certificatesigningrequests:selfnodeclient Group system:nodes
-  bind kubeadm:get-nodes kubeadm:get-nodes Group "$GROUP"
-  jq -n '{apiVersion:"rbac.authorization.k8s.io/v1",kind:"Role",metadata:{name:"kubeadm:bootstrap-signer-clusterinfo",namespace:"kube-public"},
-    rules:[{apiGroups:[""],resources:["configmaps"],resourceNames:["cluster-info"],verbs:["get"]}]}'
-  jq -n '{apiVersion:"rbac.authorization.k8s.io/v1",kind:"RoleBinding",metadata:{name:"kubeadm:bootstrap-signer-clusterinfo",namespace:"kube-public"},
-    roleRef:{apiGroup:"rbac.authorization.k8s.io",kind:"Role",name:"kubeadm:bootstrap-signer-clusterinfo"},
-    subjects:[{apiGroup:"rbac.authorization.k8s.io",kind:"User",name:"system:anonymous"}]}'
-  jq -n --arg kc "$CLUSTER_INFO" '{apiVersion:"v1",kind:"ConfigMap",metadata:{name:"cluster-info",namespace:"kube-public"},data:{kubeconfig:$kc}}'
-} | jq -s '{apiVersion:"v1",kind:"List",items:.}' >/tmp/bootstrap.json
-until k apply -f /tmp/bootstrap.json >/tmp/apply.log 2>&1; do cat /tmp/apply.log; sleep 1; done
-log "bootstrap token, TLS-bootstrap RBAC and cluster-info in place"
-until k apply -f /ackemu/docker/addons.json >/tmp/apply.log 2>&1; do cat /tmp/apply.log; sleep 1; done
-log "cluster DNS installed (kube-dns 172.19.0.10)"
+MESH=
+[ "${ACKEMU_MESH:-0}" = 1 ] && MESH=--mesh
+# shellcheck disable=SC2086 # the clock flags are words
+until ackemu kubeinit --kubeconfig /tmp/kubeconfig --data-dir "$D" --token "$TOKEN" \
+        --master-ip "$MASTER_IP" $MESH $ACKEMU_CLOCK_FLAGS >/tmp/kubeinit.log 2>&1; do
+  cat /tmp/kubeinit.log
+  sleep 1
+done
+log "bootstrap token, TLS-bootstrap RBAC, cluster-info and the add-ons in place (cluster DNS 172.19.0.10, metrics-server${MESH:+, the service mesh})"
 
 if [ "$NODES" -gt 0 ] && [ "$(jq -r .scaling_group "$IDS")" = null ]; then
   log "creating the workers' scaling group ($NODES nodes)"

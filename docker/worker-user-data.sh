@@ -18,4 +18,5 @@ exec "$BIN/ackemu-node" attach \
   --data-dir "$NODE_DIR" \
   --bin-dir "$BIN" \
   --cluster-dns 172.19.0.10 \
+  --admin-ports \
   @CLOCK@

@@ -49,6 +49,10 @@ enum Command {
     /// Run a master component and start it again when it exits (used by `up`).
     #[command(hide = true)]
     Supervise(cluster::supervise::SuperviseArgs),
+    /// Create the join token's objects and the add-ons in a running cluster
+    /// (what `up` does; used by the docker-compose set-up).
+    #[command(hide = true)]
+    Kubeinit(cluster::kubeinit::KubeinitArgs),
     /// Call the fake cloud like the aliyun CLI: `ackemu cloud vpc DescribeVpcs --RegionId cn-hangzhou`.
     Cloud(ackemu_cloudsim::cli::Args),
 }
@@ -77,6 +81,7 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Forward(args) => cluster::forward::run(args).await,
         Command::Supervise(args) => cluster::supervise::run(args).await,
+        Command::Kubeinit(args) => cluster::kubeinit::run(args).await,
         Command::Scenario { args } => scenario(&args),
     };
     match result {

@@ -7,9 +7,10 @@
 //! through the API as ordinary objects; existing objects are left alone,
 //! so resuming a cluster re-runs this harmlessly.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ackemu_base::CommonArgs;
 use ackemu_base::clock::Clock;
 use ackemu_base::tasks::Tasks;
 use ackemu_kube::client::{Client, ClientConfig, ListParams};
@@ -227,4 +228,47 @@ pub async fn wait_nodes_ready(c: &Client, want: usize, limit: Duration) -> anyho
         }
         clock.sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// `ackemu kubeinit`: what `ackemu up` writes into a fresh cluster once
+/// its API server answers — the join token's objects ([`bootstrap`]) and
+/// the add-ons — for clusters another launcher brings up
+/// (`docker/setup.sh`). Existing objects are left alone.
+#[derive(clap::Args, Debug)]
+pub struct KubeinitArgs {
+    /// The admin kubeconfig.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// The cluster's directory (the CA is `<data-dir>/pki/ca.crt`).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The workers' join token, `<id>.<secret>`.
+    #[arg(long)]
+    pub token: String,
+    /// The master's address: `cluster-info` names `https://<it>:6443`.
+    #[arg(long)]
+    pub master_ip: String,
+    /// Also install the service mesh add-on (as `ackemu up --mesh`).
+    #[arg(long)]
+    pub mesh: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Runs `ackemu kubeinit`.
+pub async fn run(a: KubeinitArgs) -> anyhow::Result<()> {
+    let clock = Clock::new(a.common.clock_config()?);
+    let kube = connect(&a.kubeconfig, &clock)?;
+    bootstrap(&kube, &a.token, &a.master_ip, &a.data_dir)
+        .await
+        .context("creating the bootstrap token, RBAC and cluster-info")?;
+    super::addons::install(&kube)
+        .await
+        .context("installing the add-ons")?;
+    if a.mesh {
+        super::mesh::install(&kube, &clock)
+            .await
+            .context("installing the service mesh add-on")?;
+    }
+    Ok(())
 }
