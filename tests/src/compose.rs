@@ -2,7 +2,10 @@
 //! per store member, the cloud, one per ECS instance), driven through the
 //! same user tools as a local one — `kubectl` and `etcdctl` on the ports
 //! the compose file publishes on 127.0.0.1, `ackemu cloud` against the
-//! published cloud API, `docker compose` for process faults and logs.
+//! published cloud API, `docker compose` for process faults and logs, and
+//! `docker compose exec` into an ECS container (then `ip netns exec` into
+//! its instance) for what an operator does on a machine: `ackemu chaos`
+//! against a node's admin ports, commands over "ssh".
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,13 +19,29 @@ use crate::cluster::{Cluster, Output, kubectl_binary};
 /// Worker containers in `docker-compose.yml` (ecs-1..3).
 pub const MAX_NODES: u32 = 3;
 
-/// Processes the master's UserData starts inside ecs-0's instance.
-const MASTER_PROCESSES: [&str; 4] = [
-    "apiserver",
-    "controller-manager",
-    "scheduler",
-    "cloud-controller-manager",
+/// Processes the master's UserData (`docker/master-user-data.sh`) starts
+/// inside ecs-0's instance, with their admin ports on its loopback.
+const MASTER_PROCESSES: [(&str, u16); 4] = [
+    ("apiserver", 10900),
+    ("controller-manager", 10901),
+    ("scheduler", 10902),
+    ("cloud-controller-manager", 10903),
 ];
+
+/// The containers' services, their admin port (`--admin-listen=0.0.0.0:9090`).
+const CONTAINERS: [&str; 8] = [
+    "store-0", "store-1", "store-2", "cloud", "ecs-0", "ecs-1", "ecs-2", "ecs-3",
+];
+
+/// Instances' namespaces inside their ECS containers are `<it><id>`
+/// (cloudsim's `--netns-prefix`).
+const NETNS_PREFIX: &str = "ak-";
+
+/// The image's `PATH` (`docker/build-images.sh`).
+const IMAGE_PATH: &str = "/ackemu/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The image the compose file runs by default.
+pub const IMAGE: &str = "ackemu:dev";
 
 /// How to start a compose cluster.
 #[derive(Debug, Clone)]
@@ -38,8 +57,55 @@ pub struct ComposeOptions {
     pub nodes: u32,
     pub time_scale: f64,
     pub store_quota_bytes: u64,
+    /// Also install the service mesh add-on (`ackemu up --mesh`).
+    pub mesh: bool,
     /// How long `setup` may take (real time).
     pub ready_timeout: Duration,
+}
+
+impl ComposeOptions {
+    /// A cluster of no workers (scenarios set theirs) from the compose file
+    /// in `root`, with its data in `data_dir`.
+    pub fn new(
+        root: PathBuf,
+        data_dir: PathBuf,
+        project: &str,
+        subnet_prefix: &str,
+        time_scale: f64,
+    ) -> ComposeOptions {
+        ComposeOptions {
+            root,
+            data_dir,
+            project: project.to_owned(),
+            subnet_prefix: subnet_prefix.to_owned(),
+            nodes: 0,
+            time_scale,
+            store_quota_bytes: 0,
+            mesh: false,
+            ready_timeout: Duration::from_secs(300),
+        }
+    }
+
+    /// Options for the cluster of a scenario that `ackemu up` would start
+    /// with `up_args`; the compose cluster knows `--mesh` only.
+    pub fn with_up_args(mut self, up_args: &[&str]) -> anyhow::Result<ComposeOptions> {
+        for a in up_args {
+            match *a {
+                "--mesh" => self.mesh = true,
+                other => anyhow::bail!(
+                    "the compose cluster has no equivalent of `ackemu up {other}` (it knows --mesh)"
+                ),
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// The workspace this crate was built in (where `docker-compose.yml` and
+/// `docker/` are).
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 /// Whether a Docker engine with compose is usable here; the reason when not.
@@ -75,6 +141,71 @@ async fn compose_command() -> Option<Vec<String>> {
         }
     }
     None
+}
+
+/// The newest modification time (unix seconds) of the files the image
+/// is built from: `ackemu` and `ackemu-*` in `bin_dir`, `docker/*.sh`
+/// (what `docker/build-images.sh` records in the label `ackemu.stamp`).
+fn sources_stamp(root: &Path, bin_dir: &Path) -> anyhow::Result<u64> {
+    let mut newest = 0;
+    for (dir, keep) in [
+        (
+            bin_dir.to_path_buf(),
+            (|n: &str| n == "ackemu" || n.starts_with("ackemu-")) as fn(&str) -> bool,
+        ),
+        (root.join("docker"), |n: &str| n.ends_with(".sh")),
+    ] {
+        let entries =
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        for e in entries {
+            let e = e?;
+            if !e.file_name().to_str().is_some_and(keep) {
+                continue;
+            }
+            let modified = std::fs::metadata(e.path())?.modified()?;
+            let secs = modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            newest = newest.max(secs);
+        }
+    }
+    Ok(newest)
+}
+
+/// Builds `image` with `docker/build-images.sh --no-build` from the
+/// binaries in `bin_dir` (`<target>/debug`) unless it exists and was
+/// built from what is there now (its `ackemu.stamp` label).
+pub async fn ensure_image(root: &Path, bin_dir: &Path, image: &str) -> anyhow::Result<()> {
+    let want = sources_stamp(root, bin_dir)?.to_string();
+    let label = run(
+        "docker",
+        &[
+            "image".into(),
+            "inspect".into(),
+            "--format".into(),
+            r#"{{index .Config.Labels "ackemu.stamp"}}"#.into(),
+            image.into(),
+        ],
+        &[],
+    )
+    .await?;
+    if label.ok && label.stdout.trim() == want {
+        return Ok(());
+    }
+    let target = bin_dir
+        .parent()
+        .with_context(|| format!("{} has no parent (the target directory)", bin_dir.display()))?;
+    println!("building {image} from {}", bin_dir.display());
+    let script = root.join("docker/build-images.sh");
+    run(
+        &script.display().to_string(),
+        &["--no-build".into(), "--tag".into(), image.into()],
+        &[("CARGO_TARGET_DIR".into(), target.display().to_string())],
+    )
+    .await?
+    .ok("docker/build-images.sh --no-build")?;
+    Ok(())
 }
 
 /// A free TCP port on 127.0.0.1 (let go at once; compose binds it).
@@ -113,6 +244,7 @@ pub struct ComposeCluster {
     epoch_ms: String,
     cloud_port: u16,
     store_ports: [u16; 3],
+    subnet_prefix: String,
     ids: Value,
 }
 
@@ -146,6 +278,7 @@ impl ComposeCluster {
             ("ACKEMU_STORE_PORT_2", stores[2].to_string()),
             ("ACKEMU_STORE_QUOTA_BYTES", o.store_quota_bytes.to_string()),
             ("ACKEMU_SUBNET_PREFIX", o.subnet_prefix.clone()),
+            ("ACKEMU_MESH", u8::from(o.mesh).to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -162,6 +295,7 @@ impl ComposeCluster {
             epoch_ms: String::new(),
             cloud_port: cloud,
             store_ports: stores,
+            subnet_prefix: o.subnet_prefix.clone(),
             ids: Value::Null,
         };
         match c.start(o.ready_timeout).await {
@@ -189,7 +323,8 @@ impl ComposeCluster {
         if id.is_empty() {
             anyhow::bail!("docker compose up started no setup container");
         }
-        let wait = run("docker", &["wait".into(), id], &[]);
+        let wait_args = ["wait".to_owned(), id];
+        let wait = run("docker", &wait_args, &[]);
         let out = Clock::real()
             .timeout(limit, wait)
             .await
@@ -246,10 +381,116 @@ impl ComposeCluster {
     }
 
     fn is_container(component: &str) -> bool {
-        matches!(
-            component,
-            "store-0" | "store-1" | "store-2" | "cloud" | "ecs-0" | "ecs-1" | "ecs-2" | "ecs-3"
+        CONTAINERS.contains(&component)
+    }
+
+    fn master_instance(&self) -> anyhow::Result<String> {
+        self.cloud_id("master_instance")
+            .context("the cluster has no master instance")
+    }
+
+    /// The ECS container (its compose service) that hosts `instance`,
+    /// from cloudsim's assignments (`cloudsim/compose-hosts.json`, host
+    /// agents by address: ecs-N is `<subnet>.2N`).
+    fn container_of(&self, instance: &str) -> anyhow::Result<String> {
+        let p = self.dir.join("cloudsim").join("compose-hosts.json");
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let hosts: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+        let Some(host) = hosts.get(instance) else {
+            let ids: Vec<&str> = hosts.keys().map(String::as_str).collect();
+            anyhow::bail!(
+                "no instance {instance:?} in an ECS container: expected one of {}",
+                ids.join(", ")
+            );
+        };
+        (0..4)
+            .map(|i| (format!("{}.{}:7070", self.subnet_prefix, 20 + i), i))
+            .find(|(h, _)| h == host)
+            .map(|(_, i)| format!("ecs-{i}"))
+            .with_context(|| format!("instance {instance} is on {host}, not an ECS container"))
+    }
+
+    /// A worker's directory on the host (bind-mounted as
+    /// `/ackemu/data/nodes/<id>` in its container).
+    fn node_dir(&self, node: &str) -> anyhow::Result<PathBuf> {
+        let root = self.dir.join("nodes").join(node);
+        if node.is_empty() || node.contains('/') || !root.is_dir() {
+            let mut nodes: Vec<String> = std::fs::read_dir(self.dir.join("nodes"))
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect();
+            nodes.sort();
+            anyhow::bail!(
+                "no node {node:?}: expected one of {}",
+                if nodes.is_empty() {
+                    "(no workers yet)".to_owned()
+                } else {
+                    nodes.join(", ")
+                }
+            );
+        }
+        Ok(root)
+    }
+
+    /// Where `ackemu chaos --target <target>` runs in the compose cluster:
+    /// the container, the instance namespace in it (if any), and the
+    /// admin address as seen from there.
+    fn admin_of(&self, target: &str) -> anyhow::Result<(String, Option<String>, String)> {
+        if Self::is_container(target) {
+            return Ok((target.to_owned(), None, "127.0.0.1:9090".to_owned()));
+        }
+        if let Some((_, port)) = MASTER_PROCESSES.iter().find(|(n, _)| *n == target) {
+            let ns = format!("{NETNS_PREFIX}{}", self.master_instance()?);
+            return Ok(("ecs-0".to_owned(), Some(ns), format!("127.0.0.1:{port}")));
+        }
+        if let Some((node, role)) = target.split_once('/') {
+            let file = self.node_dir(node)?.join("admin.json");
+            let text = std::fs::read_to_string(&file).with_context(|| {
+                format!(
+                    "node {node} has no admin ports ({} is missing)",
+                    file.display()
+                )
+            })?;
+            let map: serde_json::Map<String, Value> = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", file.display()))?;
+            let addr = map.get(role).and_then(Value::as_str).with_context(|| {
+                let roles: Vec<&str> = map.keys().map(String::as_str).collect();
+                format!(
+                    "node {node} has no process {role:?}: expected one of {}",
+                    roles.join(", ")
+                )
+            })?;
+            let ns = format!("{NETNS_PREFIX}{node}");
+            return Ok((self.container_of(node)?, Some(ns), addr.to_owned()));
+        }
+        let masters: Vec<&str> = MASTER_PROCESSES.iter().map(|(n, _)| *n).collect();
+        anyhow::bail!(
+            "no chaos target {target:?}: expected {}, {} or <instance-id>/<role>",
+            CONTAINERS.join(", "),
+            masters.join(", ")
         )
+    }
+
+    /// `docker compose exec` into `container`, inside instance namespace
+    /// `netns` when given.
+    async fn exec_in(
+        &self,
+        container: &str,
+        netns: Option<&str>,
+        options: &[String],
+        command: &[&str],
+    ) -> anyhow::Result<Output> {
+        let mut all: Vec<&str> = vec!["exec", "-T"];
+        all.extend(options.iter().map(String::as_str));
+        all.push(container);
+        if let Some(ns) = netns {
+            all.extend(["ip", "netns", "exec", ns]);
+        }
+        all.extend_from_slice(command);
+        self.compose(&all).await
     }
 }
 
@@ -328,10 +569,11 @@ impl Cluster for ComposeCluster {
             };
             return self.compose(&args).await;
         }
-        if !MASTER_PROCESSES.contains(&component) {
+        if !MASTER_PROCESSES.iter().any(|(n, _)| *n == component) {
+            let masters: Vec<&str> = MASTER_PROCESSES.iter().map(|(n, _)| *n).collect();
             anyhow::bail!(
                 "no component {component:?}: expected store-0..2, cloud, ecs-0..3 or one of {}",
-                MASTER_PROCESSES.join(", ")
+                masters.join(", ")
             );
         }
         let sig = match action {
@@ -340,11 +582,12 @@ impl Cluster for ComposeCluster {
             "stop" => "STOP",
             "cont" => "CONT",
             other => anyhow::bail!(
-                "process fault {other:?} of {component} on compose: expected kill, term, stop or cont (the master's UserData starts it once)"
+                "process fault {other:?} of {component} on compose: expected kill, term, stop or cont (its supervisor restarts it when it exits; kill ends both)"
             ),
         };
-        let pid = self.master_pid(component)?;
-        self.compose(&["exec", "-T", "ecs-0", "kill", "-s", sig, &pid])
+        // The pid is its supervisor's, which leads the component's group.
+        let group = format!("-{}", self.master_pid(component)?);
+        self.compose(&["exec", "-T", "ecs-0", "kill", "-s", sig, "--", &group])
             .await
     }
 
@@ -357,6 +600,91 @@ impl Cluster for ComposeCluster {
         }
         let p = self.dir.join("logs").join(format!("{component}.log"));
         std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+    }
+
+    async fn chaos(&self, args: &[&str]) -> anyhow::Result<Output> {
+        if let ["process", action, component] = args {
+            return self.process(action, component).await;
+        }
+        // `--target X` names the process; the command runs where its admin
+        // port is reachable, with the target rewritten to that address.
+        let at = args
+            .iter()
+            .position(|a| *a == "--target" || a.starts_with("--target="))
+            .context("ackemu chaos needs --target")?;
+        let target = match args[at].strip_prefix("--target=") {
+            Some(t) => t.to_owned(),
+            None => (*args.get(at + 1).context("--target needs a value")?).to_owned(),
+        };
+        let (container, netns, addr) = self.admin_of(&target)?;
+        let flag = format!("--target={addr}");
+        let mut command: Vec<&str> = vec!["ackemu", "chaos"];
+        for (i, a) in args.iter().enumerate() {
+            if i == at {
+                command.push(&flag);
+            } else if !(i == at + 1 && args[at] == "--target") {
+                command.push(a);
+            }
+        }
+        self.exec_in(&container, netns.as_deref(), &[], &command)
+            .await
+    }
+
+    async fn node_log(&self, node: &str, unit: &str) -> anyhow::Result<String> {
+        let root = self.node_dir(node)?;
+        let path = match unit {
+            "attach" | "systemd" => root.join(format!("{unit}.log")),
+            u => root
+                .join("journal")
+                .join(format!("{}.service.log", u.trim_end_matches(".service"))),
+        };
+        if !path.exists() {
+            let mut units: Vec<String> = std::fs::read_dir(root.join("journal"))
+                .into_iter()
+                .flatten()
+                .filter_map(|e| {
+                    let n = e.ok()?.file_name().into_string().ok()?;
+                    n.strip_suffix(".service.log").map(str::to_owned)
+                })
+                .collect();
+            units.sort();
+            units.extend(["attach".to_owned(), "systemd".to_owned()]);
+            anyhow::bail!(
+                "node {node} has no log of {unit:?}: expected one of {}",
+                units.join(", ")
+            );
+        }
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    }
+
+    async fn ssh(&self, instance: &str, command: &[&str]) -> anyhow::Result<Output> {
+        let container = self.container_of(instance)?;
+        let ns = format!("{NETNS_PREFIX}{instance}");
+        let mut options = vec![
+            "-e".to_owned(),
+            format!("PATH={IMAGE_PATH}"),
+            "-e".to_owned(),
+            format!("ACKEMU_INSTANCE_ID={instance}"),
+        ];
+        // On a worker: its files are home, and the node's tools find its
+        // sockets (as `ackemu ssh` sets them up).
+        if self.dir.join("nodes").join(instance).is_dir() {
+            let root = format!("/ackemu/data/nodes/{instance}");
+            options.extend([
+                "-w".to_owned(),
+                root.clone(),
+                "-e".to_owned(),
+                format!("ACKEMU_NODE_RUN_DIR={root}/run"),
+                "-e".to_owned(),
+                format!("ACKEMU_NODE_DIR={root}"),
+            ]);
+        }
+        let command = if command.is_empty() {
+            &["/bin/sh"][..]
+        } else {
+            command
+        };
+        self.exec_in(&container, Some(&ns), &options, command).await
     }
 
     async fn cloud(

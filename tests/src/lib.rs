@@ -11,7 +11,9 @@
 //! Must not know: any component crate. It depends on `lib/base` only.
 
 pub mod bench;
+pub mod chaos;
 pub mod cluster;
+pub mod compose;
 pub mod report;
 pub mod scenario;
 pub mod scenarios;
@@ -61,6 +63,37 @@ pub async fn run_local(
     time_scale: f64,
     purge: bool,
 ) -> Run {
+    on_local(s, ackemu, dir, time_scale, purge, async |c| {
+        run_on(s, c).await
+    })
+    .await
+}
+
+/// A chaos run ([`chaos`]) on a fresh local cluster in `dir`, stopped
+/// afterwards as [`run_local`] stops it.
+pub async fn chaos_local(
+    o: &chaos::ChaosOptions,
+    ackemu: &Path,
+    dir: &Path,
+    time_scale: f64,
+    purge: bool,
+) -> Run {
+    let s = o.scenario();
+    on_local(&s, ackemu, dir, time_scale, purge, async |c| {
+        chaos::run_on(c, o).await
+    })
+    .await
+}
+
+/// Starts the cluster `s` needs in `dir`, runs `body` on it, stops it.
+async fn on_local(
+    s: &Scenario,
+    ackemu: &Path,
+    dir: &Path,
+    time_scale: f64,
+    purge: bool,
+    body: impl AsyncFnOnce(&LocalCluster) -> Run,
+) -> Run {
     let opts = UpOptions {
         nodes: s.nodes,
         time_scale,
@@ -72,7 +105,7 @@ pub async fn run_local(
     let start = clock.now();
     match LocalCluster::up(ackemu, dir, &opts).await {
         Ok(c) => {
-            let mut r = run_on(s, &c).await;
+            let mut r = body(&c).await;
             if let Err(e) = c.down(purge && r.passed()).await {
                 r.error.get_or_insert(format!("ackemu down: {e:#}"));
             }
@@ -86,6 +119,47 @@ pub async fn run_local(
             r
         }
     }
+}
+
+/// Starts a fresh docker-compose cluster for `s` (`base` with the
+/// scenario's nodes, quota and add-ons; the image rebuilt first from the
+/// binaries next to `ackemu` when they are newer), runs it, takes the
+/// cluster down (deleting its data directory if it passed and `purge`).
+pub async fn run_compose(
+    s: &Scenario,
+    ackemu: &Path,
+    base: &compose::ComposeOptions,
+    purge: bool,
+) -> Run {
+    let clock = Clock::real();
+    let start = clock.now();
+    let up = async {
+        let bin_dir = ackemu.parent().unwrap_or(Path::new("."));
+        compose::ensure_image(&base.root, bin_dir, compose::IMAGE).await?;
+        let opts = compose::ComposeOptions {
+            nodes: s.nodes,
+            store_quota_bytes: s.store_quota_bytes,
+            ..base.clone()
+        }
+        .with_up_args(s.up_args)?;
+        compose::ComposeCluster::up(ackemu, &opts).await
+    };
+    let mut r = match up.await {
+        Ok(c) => {
+            let mut r = run_on(s, &c).await;
+            if let Err(e) = c.down(purge && r.passed()).await {
+                r.error.get_or_insert(format!("docker compose down: {e:#}"));
+            }
+            r
+        }
+        Err(e) => {
+            let mut r = Run::failed_start(s);
+            r.error = Some(format!("starting the compose cluster: {e:#}"));
+            r
+        }
+    };
+    r.wall = clock.now().saturating_duration_since(start);
+    r
 }
 
 /// The scenario with id `id` (case-insensitive), or an error listing them.

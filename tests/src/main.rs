@@ -1,4 +1,4 @@
-//! `ackemu-e2e`: run SCENARIOS.md against fresh local clusters.
+//! `ackemu-e2e`: run SCENARIOS.md against fresh local (or compose) clusters.
 
 use std::path::PathBuf;
 
@@ -33,6 +33,49 @@ enum Command {
         #[arg(long)]
         ackemu: Option<PathBuf>,
         /// Keep the data directories of passing scenarios too.
+        #[arg(long)]
+        keep: bool,
+        /// Where each scenario's cluster runs: `local` (`ackemu up`) or
+        /// `compose` (the workspace's docker-compose.yml; the image
+        /// `ackemu:dev` is rebuilt from the binaries next to the launcher
+        /// when they are newer).
+        #[arg(long, default_value = "local", value_parser = ["local", "compose"])]
+        backend: String,
+        /// compose: the compose network's /24 (must not be in use).
+        #[arg(long, default_value = "10.213.0")]
+        subnet_prefix: String,
+    },
+    /// The generic chaos mode: seeded random process and network faults
+    /// under Kubernetes-shaped load on a fresh cluster, then a fault-free
+    /// phase checking the invariants (no pod bound twice, Deployments
+    /// converge, endpoints match ready pods, routes match podCIDRs, no
+    /// acknowledged write lost, store members agree).
+    Chaos {
+        /// Seeds the faults, their targets and the load.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How many faults, one after the other.
+        #[arg(long, default_value_t = 6)]
+        faults: u32,
+        /// Workers of the cluster.
+        #[arg(long, default_value_t = 2)]
+        nodes: u32,
+        /// How long a fault lasts at most, in cluster time.
+        #[arg(long, default_value = "120s", value_parser = ackemu_base::clock::parse_duration)]
+        fault_duration: std::time::Duration,
+        /// Cluster time per real time.
+        #[arg(long, default_value_t = 60.0)]
+        time_scale: f64,
+        /// Where the cluster lives.
+        #[arg(long, default_value = ".ackemu-e2e")]
+        work_dir: PathBuf,
+        /// Write a JUnit XML report here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// The launcher (default: `ackemu` next to this binary).
+        #[arg(long)]
+        ackemu: Option<PathBuf>,
+        /// Keep the data directory when the run passes too.
         #[arg(long)]
         keep: bool,
     },
@@ -96,6 +139,8 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             junit,
             ackemu,
             keep,
+            backend,
+            subnet_prefix,
         } => {
             let ackemu = launcher(ackemu)?;
             let chosen = choose(&ids)?;
@@ -105,7 +150,19 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 if dir.exists() {
                     std::fs::remove_dir_all(&dir)?;
                 }
-                runs.push(ackemu_tests::run_local(s, &ackemu, &dir, time_scale, !keep).await);
+                let run = if backend == "compose" {
+                    let base = ackemu_tests::compose::ComposeOptions::new(
+                        ackemu_tests::compose::workspace_root(),
+                        dir,
+                        &format!("ackemu-{}", s.id.to_lowercase()),
+                        &subnet_prefix,
+                        time_scale,
+                    );
+                    ackemu_tests::run_compose(s, &ackemu, &base, !keep).await
+                } else {
+                    ackemu_tests::run_local(s, &ackemu, &dir, time_scale, !keep).await
+                };
+                runs.push(run);
             }
             println!("\n{}", ackemu_tests::report::table(&runs));
             if let Some(p) = junit {
@@ -113,6 +170,41 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 println!("JUnit report: {}", p.display());
             }
             Ok(if runs.iter().all(|r| r.passed()) {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            })
+        }
+        Command::Chaos {
+            seed,
+            faults,
+            nodes,
+            fault_duration,
+            time_scale,
+            work_dir,
+            junit,
+            ackemu,
+            keep,
+        } => {
+            let ackemu = launcher(ackemu)?;
+            let o = ackemu_tests::chaos::ChaosOptions {
+                seed,
+                faults,
+                nodes,
+                fault_duration,
+            };
+            let dir = work_dir.join("chaos");
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            let run = ackemu_tests::chaos_local(&o, &ackemu, &dir, time_scale, !keep).await;
+            let runs = [run];
+            println!("\n{}", ackemu_tests::report::table(&runs));
+            if let Some(p) = junit {
+                std::fs::write(&p, ackemu_tests::report::junit(&runs))?;
+                println!("JUnit report: {}", p.display());
+            }
+            Ok(if runs[0].passed() {
                 std::process::ExitCode::SUCCESS
             } else {
                 std::process::ExitCode::FAILURE

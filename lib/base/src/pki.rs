@@ -150,6 +150,8 @@ pub struct Ca {
     cert_pem: String,
     key_pem: String,
     issuer: Issuer<'static, KeyPair>,
+    /// The CA's own `not_before`: the leaves [`Ca::issue`] makes start there.
+    not_before: time::OffsetDateTime,
 }
 
 impl std::fmt::Debug for Ca {
@@ -177,6 +179,7 @@ impl Ca {
         let cert_pem = cert.pem();
         let key_pem = key.serialize_pem();
         Ok(Ca {
+            not_before: params.not_before,
             issuer: Issuer::new(params, key),
             cert_pem,
             key_pem,
@@ -193,7 +196,20 @@ impl Ca {
             what: "CA certificate",
             reason: e.to_string(),
         })?;
+        let der = certs_from_pem(cert_pem)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| PkiError::Pem {
+                what: "CA certificate",
+                reason: "no certificate in the PEM".into(),
+            })?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).map_err(|e| PkiError::Pem {
+            what: "CA certificate",
+            reason: e.to_string(),
+        })?;
+        let not_before = parsed.validity().not_before.to_datetime();
         Ok(Ca {
+            not_before,
             cert_pem: cert_pem.to_string(),
             key_pem: key_pem.to_string(),
             issuer,
@@ -261,6 +277,11 @@ impl Ca {
         params.distinguished_name = dn;
         apply_usage(&mut params, spec.usage);
         apply_validity(&mut params, clock, spec.validity);
+        // kubeadm's rule: a leaf is valid from its CA's start, so a host
+        // whose clock lags the cluster's (kubectl beside a time-scaled
+        // cluster, a restarted API server's fresh serving certificate)
+        // accepts it as soon as it accepts the CA.
+        params.not_before = self.not_before.min(params.not_before);
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
@@ -689,6 +710,40 @@ pub mod kubeconfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn not_before_unix(pem: &str) -> i64 {
+        let der = certs_from_pem(pem).unwrap().remove(0);
+        let (_, c) = x509_parser::parse_x509_certificate(&der).unwrap();
+        c.validity().not_before.timestamp()
+    }
+
+    #[test]
+    fn leaves_start_when_their_ca_does_even_from_a_reloaded_ca() {
+        let (clock, manual) = Clock::manual(1_700_000_000_000);
+        let ca = Ca::generate("ackemu-ca", &clock, Duration::from_secs(10 * 365 * 86400)).unwrap();
+        let ca_start = not_before_unix(ca.cert_pem());
+        assert_eq!(ca_start, 1_700_000_000 - BACKDATE.as_secs() as i64);
+        // Cluster time ran a day ahead (a time-scaled cluster whose API
+        // server restarts): its fresh serving certificate still starts at
+        // the CA's start, not a day after the host's clock.
+        manual.advance(Duration::from_secs(86400));
+        let spec = CertSpec::server(
+            "kube-apiserver",
+            &["localhost"],
+            &[],
+            Duration::from_secs(3600),
+        );
+        for ca in [&ca, &Ca::from_pem(ca.cert_pem(), ca.key_pem()).unwrap()] {
+            let leaf = ca.issue(&spec, &clock).unwrap();
+            assert_eq!(not_before_unix(&leaf.cert_pem), ca_start);
+            let der = certs_from_pem(&leaf.cert_pem).unwrap().remove(0);
+            assert_eq!(
+                identity_of(&der).unwrap().not_after_unix,
+                1_700_000_000 + 86400 + 3600,
+                "validity still runs from issuance"
+            );
+        }
+    }
 
     #[test]
     fn issues_client_certs_with_user_and_groups() {

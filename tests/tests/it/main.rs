@@ -126,6 +126,94 @@ async fn s14_store_space_quota() {
     scenario("S14").await;
 }
 
+/// The generic chaos mode, bounded: six seeded faults (one of each kind) under load, then the
+/// invariants after a fault-free phase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_random_faults_under_load_keep_the_invariants() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let o = ackemu_tests::chaos::ChaosOptions {
+        seed: 20261203,
+        faults: 6,
+        nodes: 2,
+        fault_duration: std::time::Duration::from_secs(180),
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let run = ackemu_tests::chaos_local(
+        &o,
+        &bin_dir().join("ackemu"),
+        &tmp.path().join("c"),
+        60.0,
+        true,
+    )
+    .await;
+    let report = ackemu_tests::report::table(std::slice::from_ref(&run));
+    println!("{report}");
+    if !run.passed() {
+        let kept = tmp.keep();
+        panic!(
+            "{report}\nthe cluster's files are kept in {}",
+            kept.display()
+        );
+    }
+}
+
+/// A scenario on a fresh docker-compose cluster (the image built from this
+/// workspace's binaries when missing or older); skipped without Docker.
+async fn compose_scenario(id: &str) {
+    if let Err(why) = ackemu_tests::compose::available().await {
+        println!("skipped: {why}");
+        return;
+    }
+    for b in ["ackemu", "ackemu-hostd", "ackemu-vnic", "ackemu-store"] {
+        if !bin_dir().join(b).exists() {
+            println!("skipped: {b} is not built (cargo build --workspace)");
+            return;
+        }
+    }
+    let s = ackemu_tests::find(id).expect("scenario exists");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let base = ackemu_tests::compose::ComposeOptions::new(
+        ackemu_tests::compose::workspace_root(),
+        tmp.path().join("c"),
+        &format!("ackemu-it-{}", id.to_lowercase()),
+        "10.213.9",
+        60.0,
+    );
+    let run = ackemu_tests::run_compose(s, &bin_dir().join("ackemu"), &base, true).await;
+    let report = ackemu_tests::report::table(std::slice::from_ref(&run));
+    println!("{report}");
+    if !run.passed() {
+        let kept = tmp.keep();
+        panic!(
+            "{report}\nthe cluster's files are kept in {}",
+            kept.display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_s03_namespace_stuck_terminating() {
+    compose_scenario("S03").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_s04_sg_pod_cidr_rule_removed() {
+    compose_scenario("S04").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_s07_dns_service_ip_changed() {
+    compose_scenario("S07").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_s13_store_leader_loss() {
+    compose_scenario("S13").await;
+}
+
 #[test]
 fn junit_names_each_scenario_and_marks_failures() {
     let s = ackemu_tests::find("s14").unwrap();
