@@ -41,6 +41,7 @@ start controller-manager ackemu-controller-manager \
   --service-cluster-ip-range=172.19.0.0/20 \
   --cluster-signing-cert-file="$D/pki/ca.crt" \
   --cluster-signing-key-file="$D/pki/ca.key" \
+  --cluster-signing-duration=43800h \
   --root-ca-file="$D/pki/ca.crt" \
   --service-account-private-key-file="$D/pki/sa.key" \
   --admin-listen=127.0.0.1:10901

@@ -177,7 +177,11 @@ pub struct Server {
 }
 
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86400);
-const CERT_VALIDITY: Duration = Duration::from_secs(365 * 86400);
+/// The control plane's own certificates (serving, admin, kubelet client).
+/// A managed control plane's certificates are the provider's to rotate;
+/// five years keeps a cluster from outliving them when its clock is moved
+/// a year ahead (S08 expires the mesh's one-year CA, not the cluster's).
+const CERT_VALIDITY: Duration = Duration::from_secs(5 * 365 * 86400);
 
 /// Starts serving and returns once the listener is bound and the cluster's
 /// default objects exist.

@@ -51,6 +51,22 @@ pub trait Cluster {
     /// A cloud resource of the cluster (`vpc`, `security_group`,
     /// `route_table`, `master_instance`, …).
     fn cloud_id(&self, key: &str) -> Option<String>;
+    /// Every process of the cluster outside the workers (`ackemu status`'s
+    /// names: the store members, the cloud, the master's components), for
+    /// `ackemu chaos … --target`.
+    fn components(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.store_members().into_iter().map(|(n, _)| n).collect();
+        all.extend(
+            [
+                "apiserver",
+                "controller-manager",
+                "scheduler",
+                "cloud-controller-manager",
+            ]
+            .map(String::from),
+        );
+        all
+    }
     /// `ackemu chaos process <action> <component>`.
     async fn process(&self, action: &str, component: &str) -> anyhow::Result<Output>;
     /// A component's log.
@@ -257,6 +273,15 @@ impl Cluster for LocalCluster {
 
     fn cloud_id(&self, key: &str) -> Option<String> {
         self.state["cloud"][key].as_str().map(str::to_owned)
+    }
+
+    fn components(&self) -> Vec<String> {
+        self.state["processes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p[0].as_str().map(str::to_owned))
+            .collect()
     }
 
     async fn process(&self, action: &str, component: &str) -> anyhow::Result<Output> {

@@ -38,6 +38,7 @@ pub async fn run_on(s: &Scenario, c: &impl cluster::Cluster) -> Run {
         scenarios::s05::ID => scenarios::s05::run(c, &mut r).await,
         scenarios::s06::ID => scenarios::s06::run(c, &mut r).await,
         scenarios::s07::ID => scenarios::s07::run(c, &mut r).await,
+        scenarios::s08::ID => scenarios::s08::run(c, &mut r).await,
         scenarios::s09::ID => scenarios::s09::run(c, &mut r).await,
         scenarios::s10::ID => scenarios::s10::run(c, &mut r).await,
         scenarios::s11::ID => scenarios::s11::run(c, &mut r).await,

@@ -434,6 +434,10 @@ fn control_plane(dir: &Path, st: &mut ClusterState) -> anyhow::Result<()> {
             format!("--service-cluster-ip-range={}", provision::SERVICE_CIDR),
             format!("--cluster-signing-cert-file={}", d("pki/ca.crt")),
             format!("--cluster-signing-key-file={}", d("pki/ca.key")),
+            // Kubelet certificates as long-lived as the control plane's
+            // (the API server's CERT_VALIDITY): a clock moved a year ahead
+            // expires the mesh's CA, not the nodes' credentials.
+            "--cluster-signing-duration=43800h".into(),
             format!("--root-ca-file={}", d("pki/ca.crt")),
             format!("--service-account-private-key-file={}", d("pki/sa.key")),
         ],

@@ -21,8 +21,14 @@ pub struct CommonArgs {
     /// defaults to this process's start.
     #[arg(long, env = "ACKEMU_CLUSTER_EPOCH_MS")]
     pub cluster_epoch_ms: Option<i64>,
-    /// Initial wall-clock offset (e.g. `400d`, `-5m`).
-    #[arg(long, default_value = "0", allow_hyphen_values = true)]
+    /// Initial wall-clock offset (e.g. `400d`, `-5m`); a container gets its
+    /// node's through `ACKEMU_CLOCK_OFFSET`.
+    #[arg(
+        long,
+        default_value = "0",
+        allow_hyphen_values = true,
+        env = "ACKEMU_CLOCK_OFFSET"
+    )]
     pub clock_offset: String,
     /// Address of the admin port (FaultService gRPC, /metrics, /healthz,
     /// /readyz, /debug/tasks).
@@ -73,6 +79,17 @@ impl CommonArgs {
             offset_ms: parse_signed_duration_ms(&self.clock_offset)
                 .map_err(|e| anyhow::anyhow!("--clock-offset: {e}"))?,
         })
+    }
+
+    /// The environment that gives a program this clock (epoch, scale,
+    /// offset): what a node's runtime hands its containers, whose clock is
+    /// the node's.
+    pub fn clock_env(clock: &Clock) -> Vec<(&'static str, String)> {
+        vec![
+            ("ACKEMU_TIME_SCALE", clock.time_scale().to_string()),
+            ("ACKEMU_CLUSTER_EPOCH_MS", clock.epoch_unix_ms().to_string()),
+            ("ACKEMU_CLOCK_OFFSET", format!("{}ms", clock.offset_ms())),
+        ]
     }
 
     /// The flags to pass a child process of the same cluster so it shares

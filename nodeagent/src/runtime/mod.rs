@@ -661,6 +661,13 @@ impl Runtime {
         }
         let mut env: Vec<String> =
             vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()];
+        // A container's clock is its node's, as it is read when the
+        // container starts (the pod's own settings come later and win).
+        env.extend(
+            ackemu_base::CommonArgs::clock_env(&self.clock)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}")),
+        );
         env.extend(
             config
                 .envs

@@ -285,6 +285,19 @@ async fn pod_lifecycle_runs_the_process_in_the_pod_netns_and_cleans_up() {
     assert_ne!(ns_id(&proc_ns), ns_id(&r.node.path()));
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert_eq!(cmdline, b"/bin/sleep\x001000\x00");
+    // The container's clock is the node's: the runtime's scale, epoch and
+    // offset, for the ackemu programs images run.
+    let environ =
+        String::from_utf8(std::fs::read(format!("/proc/{pid}/environ")).unwrap()).unwrap();
+    let env: Vec<&str> = environ.split('\0').collect();
+    assert!(env.contains(&"ACKEMU_TIME_SCALE=1"), "{env:?}");
+    assert!(env.contains(&"ACKEMU_CLOCK_OFFSET=0ms"), "{env:?}");
+    assert!(
+        env.iter().any(|kv| kv
+            .strip_prefix("ACKEMU_CLUSTER_EPOCH_MS=")
+            .is_some_and(|v| v.parse::<i64>().is_ok())),
+        "{env:?}"
+    );
     let listed = r.list().await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].id, id);

@@ -7,6 +7,7 @@ pub mod s04;
 pub mod s05;
 pub mod s06;
 pub mod s07;
+pub mod s08;
 pub mod s09;
 pub mod s10;
 pub mod s11;
@@ -67,6 +68,13 @@ pub const ALL: &[Scenario] = &[
         nodes: 2,
         store_quota_bytes: 0,
         up_args: s07::UP_ARGS,
+    },
+    Scenario {
+        id: s08::ID,
+        title: s08::TITLE,
+        nodes: s08::NODES as u32,
+        store_quota_bytes: 0,
+        up_args: s08::UP_ARGS,
     },
     Scenario {
         id: s09::ID,

@@ -97,6 +97,11 @@ async fn s07_dns_service_ip_changed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s08_mesh_ca_expired() {
+    scenario("S08").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s09_autoscale_by_reservation() {
     scenario("S09").await;
 }
