@@ -359,8 +359,14 @@ impl ComposeCluster {
     }
 
     /// `docker compose down` (containers, network), and with `purge` the
-    /// data directory.
+    /// data directory; without, the containers' logs are kept in it first
+    /// (`compose.log`).
     pub async fn down(&self, purge: bool) -> anyhow::Result<()> {
+        if !purge {
+            let logs = self.compose(&["logs", "--no-color"]).await?.text();
+            let p = self.dir.join("compose.log");
+            std::fs::write(&p, logs).with_context(|| format!("writing {}", p.display()))?;
+        }
         self.compose(&["down", "--timeout", "10"])
             .await?
             .ok("docker compose down")?;

@@ -52,6 +52,11 @@ const MAX_CONNS: usize = 256;
 /// How long cloudsim waits for an agent's answer (a boot waits for the
 /// NIC's `ready`, at most 20 s, plus a teardown of what ran before).
 const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// An underlay connect to a compose service (same bridge: sub-millisecond
+/// when it is up; a removed container answers nothing, not even ARP).
+const UNDERLAY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often an underlay target that stopped answering is probed.
+const UNDERLAY_PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 // ---------------------------------------------------------------- wire
 
@@ -445,8 +450,113 @@ async fn socket_in(tasks: &Tasks, ns: &str) -> Result<tokio::net::TcpSocket> {
         .map_err(|_| DataplaneError::new(format!("opening a socket in {ns}"), "the thread died"))?
 }
 
+/// Connects to an underlay target within [`UNDERLAY_CONNECT_TIMEOUT`].
+async fn connect_underlay(real: &Clock, target: &str) -> std::io::Result<tokio::net::TcpStream> {
+    match real
+        .timeout(
+            UNDERLAY_CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect(target),
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {UNDERLAY_CONNECT_TIMEOUT:?}"),
+        )),
+    }
+}
+
+/// Whether an underlay target is down: it refused or did not answer a
+/// connect, or ended a connection the instance had not ended (its process
+/// died: every connection it had gets that end at once). While down, a
+/// probe connects every [`UNDERLAY_PROBE_INTERVAL`] until it answers.
+struct Liveness {
+    down: std::sync::atomic::AtomicBool,
+    what: String,
+    target: String,
+    tasks: Tasks,
+}
+
+impl Liveness {
+    fn is_down(&self) -> bool {
+        self.down.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn mark_down(self: &Arc<Self>, why: &str) {
+        if self.down.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        tracing::info!("{}: {why}; closing connections until it answers", self.what);
+        let me = self.clone();
+        let token = self.tasks.token();
+        self.tasks
+            .spawn(format!("{}/probe", self.what), async move {
+                let real = Clock::real();
+                loop {
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        () = real.sleep(UNDERLAY_PROBE_INTERVAL) => {}
+                    }
+                    if connect_underlay(&real, &me.target).await.is_ok() {
+                        me.down.store(false, std::sync::atomic::Ordering::Release);
+                        tracing::info!("{}: the target answers again", me.what);
+                        return;
+                    }
+                }
+            });
+    }
+}
+
+/// Copies `from` to `to` until either fails; whether the reading side
+/// ended it (EOF or a read error) rather than the writing one.
+async fn pump(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> bool {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return true;
+            }
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).await.is_err() {
+            return false;
+        }
+    }
+}
+
+/// Copies both ways until both ends are done; whether the upstream ended
+/// the connection (its side reached EOF or failed while the client's was
+/// still open).
+async fn splice(client: &mut tokio::net::TcpStream, upstream: &mut tokio::net::TcpStream) -> bool {
+    let (mut cr, mut cw) = client.split();
+    let (mut ur, mut uw) = upstream.split();
+    let from_upstream = pump(&mut ur, &mut cw);
+    let to_upstream = pump(&mut cr, &mut uw);
+    tokio::pin!(from_upstream, to_upstream);
+    tokio::select! {
+        upstream_ended = &mut from_upstream => {
+            to_upstream.await;
+            upstream_ended
+        }
+        _ = &mut to_upstream => {
+            from_upstream.await;
+            false
+        }
+    }
+}
+
 /// Listens on `m.listen` inside `ns`; each connection goes to `m.target`
-/// from the container's namespace.
+/// from the container's namespace. While the target is down ([`Liveness`]:
+/// its container was killed or stopped), connections are closed at once —
+/// as a connect refused upstream closes them through `ackemu forward` on
+/// one machine — instead of each waiting out a connect to an address
+/// nobody holds.
 async fn start_underlay(tasks: &Tasks, ns: &str, m: &UnderlayMap) -> Result<()> {
     let (tx, rx) = oneshot::channel();
     let (name, addr) = (ns.to_owned(), m.listen);
@@ -467,9 +577,14 @@ async fn start_underlay(tasks: &Tasks, ns: &str, m: &UnderlayMap) -> Result<()> 
         .map_err(|e| DataplaneError::new("registering a listener", e))?;
     let token = tasks.token();
     let t = tasks.clone();
-    let target = m.target.clone();
     let sem = Arc::new(Semaphore::new(MAX_CONNS));
-    let what = format!("underlay/{ns}/{addr}->{target}");
+    let what = format!("underlay/{ns}/{addr}->{}", m.target);
+    let live = Arc::new(Liveness {
+        down: std::sync::atomic::AtomicBool::new(false),
+        what: what.clone(),
+        target: m.target.clone(),
+        tasks: tasks.clone(),
+    });
     tasks.spawn(what.clone(), async move {
         loop {
             let (mut client, _) = tokio::select! {
@@ -482,22 +597,27 @@ async fn start_underlay(tasks: &Tasks, ns: &str, m: &UnderlayMap) -> Result<()> 
                     }
                 },
             };
+            if live.is_down() {
+                continue;
+            }
             let Ok(permit) = sem.clone().try_acquire_owned() else {
                 continue;
             };
-            let (tok, target, what) = (token.clone(), target.clone(), what.clone());
+            let (tok, live) = (token.clone(), live.clone());
             t.spawn(format!("{what}/conn"), async move {
                 let _permit = permit;
-                let mut upstream = match tokio::net::TcpStream::connect(&target).await {
+                let mut upstream = match connect_underlay(&Clock::real(), &live.target).await {
                     Ok(u) => u,
                     Err(e) => {
-                        tracing::info!("{what}: connecting: {e}");
+                        live.mark_down(&format!("connecting: {e}"));
                         return;
                     }
                 };
                 tokio::select! {
                     () = tok.cancelled() => {}
-                    _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                    first = splice(&mut client, &mut upstream) => if first {
+                        live.mark_down("the target ended a connection");
+                    },
                 }
             });
         }
