@@ -719,3 +719,29 @@ impl Cluster for ComposeCluster {
         run(&self.ackemu.display().to_string(), &args, &[]).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compose_options_take_the_mesh_and_refuse_what_compose_lacks() {
+        let base = ComposeOptions::new(
+            PathBuf::from("/w"),
+            PathBuf::from("/w/d"),
+            "p",
+            "10.213.9",
+            60.0,
+        );
+        assert!(!base.mesh);
+        assert!(base.clone().with_up_args(&["--mesh"]).unwrap().mesh);
+        let err = base
+            .with_up_args(&["--autoscaler"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ackemu up --autoscaler") && err.contains("--mesh"),
+            "{err}"
+        );
+    }
+}

@@ -984,4 +984,43 @@ mod tests {
         assert!("127.0.0.1:2379=store-0".parse::<UnderlayMap>().is_err());
         assert!("127.0.0.1:2379=:2379".parse::<UnderlayMap>().is_err());
     }
+
+    /// A connected loopback pair: (the proxy's end, the far end).
+    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let far = tokio::net::TcpStream::connect(l.local_addr().unwrap());
+        let (near, far) = tokio::join!(l.accept(), far);
+        (near.unwrap().0, far.unwrap())
+    }
+
+    #[tokio::test]
+    async fn splice_tells_whether_the_upstream_ended_the_connection() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        // The upstream's process dies: its end closes first.
+        let (mut client, mut client_far) = pair().await;
+        let (mut upstream, upstream_far) = pair().await;
+        let other_side = async move {
+            drop(upstream_far);
+            // The client sees the end and closes too, as hyper does.
+            let mut buf = [0u8; 8];
+            assert_eq!(client_far.read(&mut buf).await.unwrap(), 0);
+        };
+        let (ended, ()) = tokio::join!(splice(&mut client, &mut upstream), other_side);
+        assert!(ended, "the upstream closed first");
+
+        // The client goes away: not the upstream's doing, data still flows
+        // until then.
+        let (mut client, mut client_far) = pair().await;
+        let (mut upstream, mut upstream_far) = pair().await;
+        let other_side = async move {
+            client_far.write_all(b"ping").await.unwrap();
+            let mut buf = [0u8; 4];
+            upstream_far.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"ping");
+            drop(client_far);
+            assert_eq!(upstream_far.read(&mut buf).await.unwrap(), 0);
+        };
+        let (ended, ()) = tokio::join!(splice(&mut client, &mut upstream), other_side);
+        assert!(!ended, "the client closed first");
+    }
 }
