@@ -309,7 +309,12 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), RunError> {
         );
         servers.push(env.tasks.spawn("store/grpc/client", async move {
             router
-                .serve_with_incoming_shutdown(incoming(l), stop.cancelled_owned())
+                .serve_with_incoming_shutdown(
+                    tokio_stream::StreamExt::map(incoming(l), |c| {
+                        c.map(grpc::authority::AuthorityFix::new)
+                    }),
+                    stop.cancelled_owned(),
+                )
                 .await
         }));
     }

@@ -3,6 +3,7 @@
 //! its API layer lives here; everything else is in `server`. Errors become
 //! gRPC statuses through the one table in [`status`].
 
+pub mod authority;
 pub mod cluster;
 pub mod kv;
 pub mod lease;

@@ -57,9 +57,9 @@ impl Member {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
-    /// The endpoint etcdctl is given. Scheme-less (etcdctl's own default
-    /// form): with `http://` etcdctl 3.4's per-endpoint maintenance calls
-    /// send `:authority: http://host:port`, which the h2 server rejects.
+    /// The endpoint etcdctl is given, scheme-less (etcdctl's own default
+    /// form); `maintenance::etcdctl_takes_endpoint_urls` covers the
+    /// `http://` form.
     pub fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
     }
