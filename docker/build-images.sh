@@ -120,6 +120,7 @@ chmod 755 "$FS/ackemu/docker/"*.sh
 # compose tests): the newest modification time (unix seconds) of the
 # workspace's binaries and of docker/*.sh.
 STAMP=$(stat -L -c %Y "$BIN"/ackemu "$BIN"/ackemu-* docker/*.sh | sort -n | tail -1)
+OLD=$(docker image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
 echo "importing $(du -sh "$FS" | cut -f1) root filesystem as $TAG"
 tar -C "$FS" -c . | docker import \
   --change "LABEL ackemu.stamp=$STAMP" \
@@ -128,4 +129,8 @@ tar -C "$FS" -c . | docker import \
   --change 'WORKDIR /' \
   --change 'ENTRYPOINT ["/ackemu/docker/entrypoint.sh"]' \
   - "$TAG" >/dev/null
+# The image this one replaces, unless a container still uses it.
+if [ -n "$OLD" ] && [ "$OLD" != "$(docker image inspect --format '{{.Id}}' "$TAG")" ]; then
+  docker rmi "$OLD" >/dev/null 2>&1 || true
+fi
 echo "built $TAG"
