@@ -82,8 +82,19 @@ async fn ca_root(c: &impl Cluster) -> anyhow::Result<Option<String>> {
     Ok(v["data"]["ca-cert.pem"].as_str().map(str::to_owned))
 }
 
-/// Deletes Citadel's pod; its Deployment starts another.
-async fn restart_citadel(c: &impl Cluster) -> anyhow::Result<()> {
+/// The names of Citadel's pods.
+async fn citadel_pods(c: &impl Cluster) -> anyhow::Result<Vec<String>> {
+    let pods = json_of(c, &["-n", NS, "get", "pods", "-l", "istio=citadel"]).await?;
+    Ok(items(&pods)
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// Deletes Citadel's pod and waits until it is gone (as `kubectl delete`
+/// waits): a Citadel still running on its old clock would otherwise write
+/// an `istio-ca-secret` of its own. Its Deployment starts another.
+async fn restart_citadel(c: &impl Cluster, r: &mut Run, what: &str) -> anyhow::Result<()> {
+    let old = citadel_pods(c).await?;
     c.kubectl(&[
         "-n",
         NS,
@@ -95,7 +106,15 @@ async fn restart_citadel(c: &impl Cluster) -> anyhow::Result<()> {
     ])
     .await?
     .ok("deleting the citadel pod")?;
-    Ok(())
+    r.eventually(what, Duration::from_secs(1800), || {
+        let old = old.clone();
+        async move {
+            let now = citadel_pods(c).await?;
+            Ok((!now.iter().any(|p| old.contains(p)))
+                .then(|| ((), format!("{} gone", old.join(", ")))))
+        }
+    })
+    .await
 }
 
 pub async fn run(c: &impl Cluster, r: &mut Run) -> anyhow::Result<()> {
@@ -170,8 +189,7 @@ pub async fn run(c: &impl Cluster, r: &mut Run) -> anyhow::Result<()> {
         },
     )
     .await?;
-    restart_citadel(c).await?;
-    r.step("citadel restarted", "its pod deleted");
+    restart_citadel(c, r, "citadel restarted").await?;
     r.eventually(
         "the restarted CA rejects its expired root and crash-loops",
         Duration::from_secs(1800),
@@ -183,11 +201,7 @@ pub async fn run(c: &impl Cluster, r: &mut Run) -> anyhow::Result<()> {
     c.kubectl(&["-n", NS, "delete", "secret", "istio-ca-secret"])
         .await?
         .ok("deleting istio-ca-secret")?;
-    restart_citadel(c).await?;
-    r.step(
-        "istio-ca-secret deleted, citadel restarted",
-        "kubectl -n istio-system delete secret istio-ca-secret; delete pod -l istio=citadel",
-    );
+    restart_citadel(c, r, "istio-ca-secret deleted, citadel restarted").await?;
 
     r.phase(Phase::Recover);
     let old = old_root.unwrap_or_default();
