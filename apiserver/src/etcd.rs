@@ -43,6 +43,18 @@ impl From<tonic::Status> for EtcdError {
     }
 }
 
+/// Tries of a unary call whose transport fails.
+const TRANSPORT_ATTEMPTS: u32 = 3;
+
+/// Whether `s` is the transport's failure rather than the store's answer
+/// (every store error text starts with `etcdserver:` or `mvcc:`).
+fn transport_failure(s: &tonic::Status) -> bool {
+    let m = s.message();
+    matches!(s.code(), tonic::Code::Unknown | tonic::Code::Unavailable)
+        && !m.starts_with("etcdserver:")
+        && !m.starts_with("mvcc:")
+}
+
 /// Result of a conditional write.
 #[derive(Debug, Clone)]
 pub enum TxnOutcome {
@@ -178,17 +190,49 @@ impl Etcd {
         r
     }
 
+    /// A Range, retried on another member when the transport failed (the
+    /// balancer picked a member whose connection had just broken), as
+    /// etcd's clientv3 retries. The store's own refusals are not retried.
+    async fn range_rpc(&self, msg: pb::RangeRequest) -> Result<pb::RangeResponse, tonic::Status> {
+        let mut attempt = 1;
+        loop {
+            match self.kv.clone().range(self.req(msg.clone())).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if attempt < TRANSPORT_ATTEMPTS && transport_failure(&s) => {
+                    tracing::debug!("store range failed in transport, retrying: {s}");
+                    attempt += 1;
+                }
+                Err(s) => return Err(s),
+            }
+        }
+    }
+
+    /// A Txn, retried as [`Etcd::range_rpc`] is: every write of the API
+    /// server is conditional (create-if-absent, guarded by mod_revision), so
+    /// a retry of one that had landed fails its compare instead of writing
+    /// twice.
+    async fn txn_rpc(&self, msg: pb::TxnRequest) -> Result<pb::TxnResponse, tonic::Status> {
+        let mut attempt = 1;
+        loop {
+            match self.kv.clone().txn(self.req(msg.clone())).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if attempt < TRANSPORT_ATTEMPTS && transport_failure(&s) => {
+                    tracing::debug!("store txn failed in transport, retrying: {s}");
+                    attempt += 1;
+                }
+                Err(s) => return Err(s),
+            }
+        }
+    }
+
     /// The pair at `key`, and the store revision of the read.
     pub async fn get(&self, key: &str) -> Result<(Option<KeyValue>, i64), EtcdError> {
         let resp = self
-            .kv
-            .clone()
-            .range(self.req(pb::RangeRequest {
+            .range_rpc(pb::RangeRequest {
                 key: key.as_bytes().to_vec(),
                 ..Default::default()
-            }))
-            .await?
-            .into_inner();
+            })
+            .await?;
         let rev = resp.header.map(|h| h.revision).unwrap_or(0);
         Ok((resp.kvs.into_iter().next(), rev))
     }
@@ -196,16 +240,13 @@ impl Etcd {
     /// The store's current revision.
     pub async fn current_revision(&self) -> Result<i64, EtcdError> {
         let resp = self
-            .kv
-            .clone()
-            .range(self.req(pb::RangeRequest {
+            .range_rpc(pb::RangeRequest {
                 key: b"\0".to_vec(),
                 count_only: true,
                 limit: 1,
                 ..Default::default()
-            }))
-            .await?
-            .into_inner();
+            })
+            .await?;
         Ok(resp.header.map(|h| h.revision).unwrap_or(0))
     }
 
@@ -218,15 +259,13 @@ impl Etcd {
         limit: i64,
     ) -> Result<RangePage, EtcdError> {
         let resp = self
-            .kv
-            .clone()
-            .range(self.req(pb::RangeRequest {
+            .range_rpc(pb::RangeRequest {
                 key: start.to_vec(),
                 range_end: end.to_vec(),
                 revision,
                 limit,
                 ..Default::default()
-            }))
+            })
             .await
             .map_err(|s| {
                 let e = EtcdError::from(s);
@@ -234,8 +273,7 @@ impl Etcd {
                     EtcdError::Compacted(_) => EtcdError::Compacted(revision),
                     other => other,
                 }
-            })?
-            .into_inner();
+            })?;
         Ok(RangePage {
             kvs: resp.kvs,
             more: resp.more,
@@ -254,17 +292,14 @@ impl Etcd {
             ..Default::default()
         });
         let resp = self
-            .kv
-            .clone()
-            .txn(self.req(pb::TxnRequest {
+            .txn_rpc(pb::TxnRequest {
                 compare: vec![compare],
                 success: vec![pb::RequestOp {
                     request: Some(success),
                 }],
                 failure: vec![pb::RequestOp { request: Some(get) }],
-            }))
-            .await?
-            .into_inner();
+            })
+            .await?;
         let rev = resp.header.map(|h| h.revision).unwrap_or(0);
         if resp.succeeded {
             return Ok(TxnOutcome::Written(rev));
@@ -436,5 +471,31 @@ impl Etcd {
         };
         self.tasks.spawn(format!("etcd-watch {prefix}"), pump);
         Ok(WatchHandle { rx, progress })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transport_failures_are_retried() {
+        let t = |code, msg: &str| transport_failure(&tonic::Status::new(code, msg));
+        assert!(t(tonic::Code::Unknown, "transport error"));
+        assert!(t(tonic::Code::Unavailable, "tcp connect error"));
+        assert!(!t(tonic::Code::Unavailable, "etcdserver: leader changed"));
+        assert!(!t(
+            tonic::Code::Unavailable,
+            "etcdserver: request timed out"
+        ));
+        assert!(!t(
+            tonic::Code::ResourceExhausted,
+            "etcdserver: mvcc: database space exceeded"
+        ));
+        assert!(!t(
+            tonic::Code::OutOfRange,
+            "mvcc: required revision has been compacted"
+        ));
+        assert!(!t(tonic::Code::DeadlineExceeded, "timeout expired"));
     }
 }
